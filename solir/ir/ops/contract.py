@@ -1,0 +1,233 @@
+"""Contractions: dot_general (any batch/contracting layout) and conv (lax.conv_general_dilated)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from solir.errors import UnsupportedOpError
+from solir.ir.attrs import AffineExpr, AffineMap
+from solir.ir.core import Builder, Op, Value
+from solir.ir.ops.kernel import build_generic
+from solir.ir.registry import CONTRACTION, OpDef, register
+from solir.ir.types import DType, TensorType
+
+
+def _mul_body(out_dtype: DType):  # noqa: ANN202
+    def body(inner: Builder, args: list[Value]) -> list[Value]:
+        a, c = args
+        if a.type.dtype != out_dtype:
+            a = inner("tensor.convert", a, dtype=out_dtype)
+        if c.type.dtype != out_dtype:
+            c = inner("tensor.convert", c, dtype=out_dtype)
+        return [inner("tensor.mul", a, c)]
+    return body
+
+
+# ---- dot_general ------------------------------------------------------------------------------
+
+def _dot_dims(attrs: dict[str, Any]) -> tuple[tuple[int, ...], ...]:
+    return (tuple(attrs["lhs_contract"]), tuple(attrs["rhs_contract"]),
+            tuple(attrs.get("lhs_batch") or ()), tuple(attrs.get("rhs_batch") or ()))
+
+
+def _infer_dot(types: list[TensorType], attrs: dict[str, Any]) -> list[TensorType]:
+    lhs, rhs = types
+    lc, rc, lb, rb = _dot_dims(attrs)
+    if len(lc) != len(rc) or len(lb) != len(rb):
+        raise ValueError("contracting and batch dims must pair up")
+    for a, c in zip(lc + lb, rc + rb):
+        if lhs.shape[a] != rhs.shape[c]:
+            raise ValueError(f"lhs dim {a} (size {lhs.shape[a]}) does not match rhs dim {c} "
+                             f"(size {rhs.shape[c]})")
+    if lhs.dtype != rhs.dtype and attrs.get("dtype") is None:
+        raise ValueError(f"operand dtypes differ ({lhs.dtype}, {rhs.dtype})")
+    lfree = [k for k in range(lhs.rank) if k not in lc + lb]
+    rfree = [k for k in range(rhs.rank) if k not in rc + rb]
+    shape = [lhs.shape[k] for k in lb] + [lhs.shape[k] for k in lfree] + [rhs.shape[k] for k in rfree]
+    return [TensorType(tuple(shape), attrs.get("dtype") or lhs.dtype)]
+
+
+def _ref_dot(attrs: dict[str, Any], lhs: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+    lc, rc, lb, rb = _dot_dims(attrs)
+    out = attrs.get("dtype")
+    letters = iter("abcdefghijklmnopqrstuvwxyz")
+    ls = [""] * lhs.ndim
+    rs = [""] * rhs.ndim
+    for a, c in zip(lb, rb):
+        ls[a] = rs[c] = next(letters)
+    for a, c in zip(lc, rc):
+        ls[a] = rs[c] = next(letters)
+    for k in range(lhs.ndim):
+        ls[k] = ls[k] or next(letters)
+    for k in range(rhs.ndim):
+        rs[k] = rs[k] or next(letters)
+    lfree = [ls[k] for k in range(lhs.ndim) if k not in lc + lb]
+    rfree = [rs[k] for k in range(rhs.ndim) if k not in rc + rb]
+    spec = f"{''.join(ls)},{''.join(rs)}->{''.join([ls[k] for k in lb] + lfree + rfree)}"
+    dt = out.numpy if out is not None else lhs.dtype
+    acc = np.float64 if dt.kind == "f" or dt.name == "bfloat16" else dt
+    return np.einsum(spec, lhs.astype(acc), rhs.astype(acc)).astype(dt)
+
+
+def _lower_dot(op: Op, b: Builder) -> list[Value]:
+    lhs, rhs = op.operands
+    lc, rc, lb, rb = _dot_dims(op.attrs)
+    lfree = [k for k in range(lhs.type.rank) if k not in lc + lb]
+    rfree = [k for k in range(rhs.type.rank) if k not in rc + rb]
+    nb, nl, nr, nc = len(lb), len(lfree), len(rfree), len(lc)
+    n = nb + nl + nr + nc
+    ldim, rdim = [0] * lhs.type.rank, [0] * rhs.type.rank
+    for i, (a, c) in enumerate(zip(lb, rb)):
+        ldim[a], rdim[c] = i, i
+    for i, a in enumerate(lfree):
+        ldim[a] = nb + i
+    for i, c in enumerate(rfree):
+        rdim[c] = nb + nl + i
+    for i, (a, c) in enumerate(zip(lc, rc)):
+        ldim[a], rdim[c] = nb + nl + nr + i, nb + nl + nr + i
+    dims = ([lhs.type.shape[k] for k in lb] + [lhs.type.shape[k] for k in lfree]
+            + [rhs.type.shape[k] for k in rfree] + [lhs.type.shape[k] for k in lc])
+    out_dtype = op.results[0].type.dtype
+    return build_generic(b, dims, "p" * (nb + nl + nr) + "r" * nc,
+                         [(lhs, AffineMap.select(n, tuple(ldim))), (rhs, AffineMap.select(n, tuple(rdim)))],
+                         _mul_body(out_dtype), [out_dtype], combiner="add", name="dot", loc=op.loc)
+
+
+register(OpDef(name="tensor.dot_general", operands=("lhs", "rhs"),
+               attrs=("lhs_contract", "rhs_contract"),
+               optional_attrs={"lhs_batch": (), "rhs_batch": (), "dtype": None},
+               infer=_infer_dot, reference=_ref_dot, lower=_lower_dot, kind=CONTRACTION,
+               doc="Result dims: batch, then lhs free, then rhs free (lax.dot_general)."))
+
+
+# ---- conv ---------------------------------------------------------------------------------------
+
+def conv_params(lhs: TensorType, rhs: TensorType, attrs: dict[str, Any]) -> dict[str, Any]:
+    lhs_spec, rhs_spec, out_spec = (tuple(attrs[k]) for k in ("lhs_spec", "rhs_spec", "out_spec"))
+    ns = lhs.rank - 2
+    ones = (1,) * ns
+    p = {
+        "lhs_spec": lhs_spec, "rhs_spec": rhs_spec, "out_spec": out_spec, "ns": ns,
+        "strides": tuple(attrs.get("strides") or ones),
+        "padding": tuple(tuple(x) for x in (attrs.get("padding") or ((0, 0),) * ns)),
+        "lhs_dilation": tuple(attrs.get("lhs_dilation") or ones),
+        "rhs_dilation": tuple(attrs.get("rhs_dilation") or ones),
+        "groups": attrs.get("feature_group_count", 1),
+        "batch_groups": attrs.get("batch_group_count", 1),
+    }
+    n, c = lhs.shape[lhs_spec[0]], lhs.shape[lhs_spec[1]]
+    o, ci = rhs.shape[rhs_spec[0]], rhs.shape[rhs_spec[1]]
+    g = p["groups"]
+    if p["batch_groups"] != 1:
+        raise UnsupportedOpError("conv with batch_group_count > 1 is not supported yet",
+                                 fix="use feature_group_count for grouped convolutions")
+    if c != ci * g or o % g:
+        raise ValueError(f"input features {c} and kernel features {ci}x{o} do not fit "
+                         f"feature_group_count {g}")
+    spatial = []
+    for k in range(ns):
+        size = lhs.shape[lhs_spec[2 + k]]
+        win = rhs.shape[rhs_spec[2 + k]]
+        lo, hi = p["padding"][k]
+        dilated = (size - 1) * p["lhs_dilation"][k] + 1 + lo + hi
+        span = (win - 1) * p["rhs_dilation"][k] + 1
+        spatial.append(max(0, (dilated - span) // p["strides"][k] + 1) if dilated >= span else 0)
+    out_shape = [0] * lhs.rank
+    out_shape[out_spec[0]], out_shape[out_spec[1]] = n, o
+    for k in range(ns):
+        out_shape[out_spec[2 + k]] = spatial[k]
+    p.update(n=n, c=c, o=o, ci=ci, og=o // g, out_shape=tuple(out_shape),
+             window=tuple(rhs.shape[rhs_spec[2 + k]] for k in range(ns)))
+    return p
+
+
+def _infer_conv(types: list[TensorType], attrs: dict[str, Any]) -> list[TensorType]:
+    lhs, rhs = types
+    if lhs.rank != rhs.rank or lhs.rank < 3:
+        raise ValueError("lhs and rhs must have the same rank, at least 3")
+    p = conv_params(lhs, rhs, attrs)
+    return [TensorType(p["out_shape"], attrs.get("dtype") or lhs.dtype)]
+
+
+def _conv_generic_layout(lhs: TensorType, rhs: TensorType, attrs: dict[str, Any]):  # noqa: ANN202
+    """Dims in output memory order with the feature dim split into (group, feature in group),
+    then reductions over (input feature in group, window...). Returns dims, iterators, maps."""
+    p = conv_params(lhs, rhs, attrs)
+    ns, out_spec = p["ns"], p["out_spec"]
+    rank = lhs.rank
+    # role of each output position: ('n',), ('o',), ('s', k)
+    roles: list[Any] = [None] * rank
+    roles[out_spec[0]], roles[out_spec[1]] = "n", "o"
+    for k in range(ns):
+        roles[out_spec[2 + k]] = ("s", k)
+    dims: list[int] = []
+    where: dict[Any, int] = {}
+    for role in roles:
+        if role == "o":
+            where["g"], where["og"] = len(dims), len(dims) + 1
+            dims += [p["groups"], p["og"]]
+        else:
+            where[role] = len(dims)
+            dims.append(p["n"] if role == "n" else p["out_shape"][out_spec[2 + role[1]]])
+    n_par = len(dims)
+    where["c"] = len(dims)
+    dims.append(p["ci"])
+    for k in range(ns):
+        where[("w", k)] = len(dims)
+        dims.append(p["window"][k])
+    nd = len(dims)
+    lhs_exprs: list[AffineExpr] = [AffineExpr.constant(nd, 0)] * rank
+    lhs_exprs[p["lhs_spec"][0]] = AffineExpr.dim(nd, where["n"])
+    feat = [0] * nd
+    feat[where["g"]], feat[where["c"]] = p["ci"], 1
+    lhs_exprs[p["lhs_spec"][1]] = AffineExpr(tuple(feat))
+    rhs_exprs: list[AffineExpr] = [AffineExpr.constant(nd, 0)] * rank
+    ofeat = [0] * nd
+    ofeat[where["g"]], ofeat[where["og"]] = p["og"], 1
+    rhs_exprs[p["rhs_spec"][0]] = AffineExpr(tuple(ofeat))
+    rhs_exprs[p["rhs_spec"][1]] = AffineExpr.dim(nd, where["c"])
+    for k in range(ns):
+        coeffs = [0] * nd
+        coeffs[where[("s", k)]] = p["strides"][k]
+        coeffs[where[("w", k)]] = p["rhs_dilation"][k]
+        lhs_exprs[p["lhs_spec"][2 + k]] = AffineExpr(tuple(coeffs), -p["padding"][k][0],
+                                                     p["lhs_dilation"][k])
+        rhs_exprs[p["rhs_spec"][2 + k]] = AffineExpr.dim(nd, where[("w", k)])
+    its = "p" * n_par + "r" * (nd - n_par)
+    return dims, its, AffineMap(nd, tuple(lhs_exprs)), AffineMap(nd, tuple(rhs_exprs)), p
+
+
+def _lower_conv(op: Op, b: Builder) -> list[Value]:
+    lhs, rhs = op.operands
+    dims, its, lmap, rmap, p = _conv_generic_layout(lhs.type, rhs.type, op.attrs)
+    out = op.results[0].type
+    [split] = build_generic(b, dims, its, [(lhs, lmap), (rhs, rmap)], _mul_body(out.dtype),
+                            [out.dtype], combiner="add", pads=[0, None], name="conv", loc=op.loc)
+    return [b.op("tensor.reshape", [split], {"shape": out.shape},
+                 name_hint=op.results[0].name).result]
+
+
+def _ref_conv(attrs: dict[str, Any], lhs: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+    from solir.ir.ops.kernel import gather_affine
+    lt, rt = (TensorType(a.shape, DType.from_numpy(a.dtype)) for a in (lhs, rhs))
+    dims, its, lmap, rmap, p = _conv_generic_layout(lt, rt, attrs)
+    out_dtype = (attrs.get("dtype") or lt.dtype).numpy
+    n_par = its.count("p")
+    grids = list(np.indices(dims, sparse=True))
+    lv = gather_affine(lhs.astype(np.float64), lmap, grids, 0)
+    rv = gather_affine(rhs.astype(np.float64), rmap, grids, None)
+    prod = np.broadcast_to(lv * rv, dims)
+    out = prod.sum(axis=tuple(range(n_par, len(dims))))
+    return out.reshape(p["out_shape"]).astype(out_dtype)
+
+
+register(OpDef(name="tensor.conv", operands=("lhs", "rhs"),
+               attrs=("lhs_spec", "rhs_spec", "out_spec"),
+               optional_attrs={"strides": None, "padding": None, "lhs_dilation": None,
+                               "rhs_dilation": None, "feature_group_count": 1,
+                               "batch_group_count": 1, "dtype": None},
+               infer=_infer_conv, reference=_ref_conv, lower=_lower_conv, kind=CONTRACTION,
+               doc="lax.conv_general_dilated. Specs give (batch, feature, spatial...) positions "
+                   "of lhs and out and (out feature, in feature, spatial...) of rhs."))
