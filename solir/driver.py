@@ -1,0 +1,146 @@
+"""From a tensor-level module to a loaded callable: the compile pipeline in one place.
+
+    lower.run_pipeline  -> kernel module
+    lower.llvm.emit     -> llvmlite module
+    targets.machine     -> object code
+    runtime.build       -> model.so + manifest.json (+ model.h)
+    runtime.load        -> CompiledModule
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any, Callable
+
+import llvmlite
+
+from solir.errors import CacheError, SolirError
+from solir.ir.core import Module
+from solir.ir.printer import print_module
+from solir.lower.loops_text import render_loops
+from solir.lower.pipeline import TENSOR_PIPELINE, Options, PassContext, run_pipeline
+from solir.runtime import abi, build
+from solir.runtime.cache import cache_key, cache_root, entry_dir
+from solir.runtime.load import CompiledModule
+from solir.targets import Target, get_target
+
+VERSION = "0.1.0"
+STAGES = ["tensor", *TENSOR_PIPELINE, "loops", "llvm", "llvm-opt", "asm"]
+
+
+class SolirWarning(UserWarning):
+    pass
+
+
+@dataclasses.dataclass
+class Compilation:
+    """A module on its way down: every stage can be printed."""
+
+    module: Module
+    target: Target
+    options: Options = dataclasses.field(default_factory=Options)
+    texts: dict[str, str] = dataclasses.field(default_factory=dict)
+    kernel_module: Module | None = None
+    _llvm: Any = None
+
+    def lower(self) -> Module:
+        if self.kernel_module is None:
+            self.texts["tensor"] = print_module(self.module)
+            ctx = PassContext(self.target, self.options)
+            self.kernel_module = run_pipeline(
+                self.module, ctx, record=lambda name, m: self.texts.__setitem__(name, print_module(m, elide=True)))
+        return self.kernel_module
+
+    def llvm(self) -> Any:
+        if self._llvm is None:
+            from solir.lower.llvm.emit import emit
+            self._llvm = emit(self.lower(), self.target)
+        return self._llvm
+
+    def as_text(self, stage: str = "tensor") -> str:
+        if stage not in STAGES:
+            raise SolirError(f"unknown stage '{stage}'", fix="stages: " + ", ".join(STAGES))
+        if stage == "tensor":
+            return print_module(self.module)
+        if stage in TENSOR_PIPELINE:
+            self.lower()
+            return self.texts[stage]
+        if stage == "loops":
+            return render_loops(self.lower())
+        if stage == "llvm":
+            return str(self.llvm())
+        from solir.targets import machine
+        if stage == "llvm-opt":
+            return machine.optimized_ir(self.llvm(), self.target)
+        return machine.assembly(self.llvm(), self.target)
+
+    def ir_key(self) -> str:
+        return cache_key(print_module(self.module, debug_info=False), repr(self.target),
+                         repr(self.options), VERSION, llvmlite.__version__)
+
+    def write_artifact(self, out_dir: Path, extra: dict[str, Any] | None = None,
+                       progress: Callable[[str], None] | None = None) -> abi.Manifest:
+        """DIR/model.so (or model.o for targets that cannot link here), model.h, manifest.json."""
+        from solir.targets import machine
+        say = progress or (lambda s: None)
+        say("lowering")
+        kernel = self.lower()
+        say("emitting LLVM IR")
+        llmod = self.llvm()
+        say(f"generating code for {self.target.name}")
+        obj = machine.compile_object(llmod, self.target)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        f = kernel.funcs[0]
+        ins, outs = abi.specs_for(f)
+        lib = "model.so" if self.target.can_link_here else "model.o"
+        if self.target.can_link_here:
+            say("linking")
+            build.link_shared(obj, out_dir / lib, str(cache_root()))
+        else:
+            (out_dir / lib).write_bytes(obj)
+            shutil.copy(build.THREADPOOL_C, out_dir / "solir_threadpool.c")
+        m = abi.Manifest(entry=f.name, inputs=ins, outputs=outs,
+                         workspace_bytes=int(f.attrs["workspace"]), target=self.target.name,
+                         triple=self.target.triple, target_features=list(self.target.requires),
+                         solir_version=VERSION, ir_hash=self.ir_key(), library=lib,
+                         extra=extra or {})
+        m.library_hash = abi.file_hash(out_dir / lib)
+        m.write(out_dir)
+        (out_dir / "model.h").write_text(abi.c_header(m))
+        return m
+
+
+def compile_cached(comp: Compilation, num_threads: int | None = None) -> CompiledModule:
+    """Load from the on-disk cache, or compile into it (atomically) and load."""
+    key = comp.ir_key()
+    final = entry_dir(key)
+    if (final / abi.MANIFEST).exists():
+        try:
+            return CompiledModule(final, num_threads=num_threads)
+        except CacheError as e:
+            warnings.warn(f"solir: discarding a bad cache entry ({e.message}); recompiling",
+                          SolirWarning, stacklevel=3)
+            shutil.rmtree(final, ignore_errors=True)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{key[:8]}-", dir=final.parent))
+    try:
+        comp.write_artifact(tmp)
+        try:
+            os.replace(tmp, final)
+        except OSError:      # another process won the race; use its entry
+            shutil.rmtree(tmp, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return CompiledModule(final, num_threads=num_threads)
+
+
+def compile_module(module: Module, target: str | Target = "host", options: Options | None = None,
+                   num_threads: int | None = None) -> CompiledModule:
+    comp = Compilation(module, get_target(target), options or Options())
+    return compile_cached(comp, num_threads)

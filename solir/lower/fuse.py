@@ -1,0 +1,263 @@
+"""fuse: splice producer kernels into their consumers.
+
+A consumer reads its input i at `map_i(ivs)`; a producer computes element `e` of its result
+from its own inputs at `pmap_k(e)`. Fusing substitutes e := map_i(ivs), so the consumer reads
+the producer's inputs at `pmap_k(map_i(ivs))` and runs the producer's body inline. That one
+rule folds broadcasts, transposes, slices and elementwise chains into each other and into
+reductions. A producer is fused when nothing is recomputed (one consumer reading each of its
+elements once) or when it only moves data (broadcast, convert, iota), where recomputing
+beats a round trip through memory.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from solir.ir.attrs import AffineMap
+from solir.ir.core import Block, Builder, Module, Op, Value, make_op, users
+from solir.ir.types import i64
+from solir.lower.pipeline import PassContext, pass_
+from solir.lower.rewrite import clone_op, dce
+
+MAX_BODY_OPS = 256
+_MOVE_ONLY = {"kernel.yield", "kernel.index", "kernel.read", "tensor.constant", "tensor.convert",
+              "tensor.select"}
+
+
+def _is_generic(v: Value) -> bool:
+    return getattr(v.owner, "name", "") == "kernel.generic"
+
+
+def _domain(op: Op) -> int:
+    return int(np.prod(op.attrs["dims"], dtype=np.int64))
+
+
+def moves_data_only(op: Op) -> bool:
+    """True when the body does no floating-point math (pure data movement / index math)."""
+    for inner in op.regions[0].ops:
+        if inner.name in _MOVE_ONLY:
+            continue
+        if all(not r.type.dtype.is_float for r in inner.results):
+            continue
+        return False
+    return True
+
+
+def _pads(op: Op) -> tuple[Any, ...]:
+    return tuple(op.attrs.get("pads") or (None,) * len(op.operands))
+
+
+def can_fuse(producer: Op, consumer: Op, i: int, n_users: int, returned: bool) -> bool:
+    a = producer.attrs
+    if len(producer.results) != 1 or set(a["iterators"]) - {"p"}:
+        return False
+    m = consumer.attrs["maps"][i]
+    if m is None or m.divides or _pads(consumer)[i] is not None:
+        return False
+    if len(producer.regions[0].ops) + len(consumer.regions[0].ops) > MAX_BODY_OPS:
+        return False
+    if moves_data_only(producer):
+        return True
+    reads_once = _domain(consumer) <= _domain(producer) and (
+        not consumer.attrs.get("combiner") or _reads_each_once(consumer, i))
+    return n_users == 1 and not returned and reads_once
+
+
+def _reads_each_once(consumer: Op, i: int) -> bool:
+    """A reduction consumer reads each producer element once when its map touches every dim."""
+    m = consumer.attrs["maps"][i]
+    touched = {k for e in m.exprs for k, c in enumerate(e.coeffs) if c}
+    return touched == set(range(len(consumer.attrs["dims"])))
+
+
+def fuse_into(consumer: Op, i: int, producer: Op) -> Op:
+    """A new generic computing `consumer` with input i replaced by producer's body."""
+    cmaps, cpads = list(consumer.attrs["maps"]), list(_pads(consumer))
+    pmaps, ppads = list(producer.attrs["maps"]), list(_pads(producer))
+    via: AffineMap = cmaps[i]
+    keep = [j for j in range(len(consumer.operands)) if j != i]
+    inputs = [consumer.operands[j] for j in keep] + list(producer.operands)
+    maps = [cmaps[j] for j in keep] + [pm.compose(via) if pm is not None else None for pm in pmaps]
+    pads = [cpads[j] for j in keep] + ppads
+    c_pos = {j: n for n, j in enumerate(keep)}
+    p_pos = {k: len(keep) + k for k in range(len(producer.operands))}
+
+    block = Block()
+    args = [block.add_arg(v.type.__class__((), v.type.dtype), _arg_name(src))
+            for v, src in zip(inputs, [consumer.regions[0].args[j] for j in keep]
+                              + list(producer.regions[0].args))]
+    b = Builder(block, consumer.loc)
+    mapping: dict[Value, Value] = {}
+    pbody = producer.regions[0]
+    for k, a in enumerate(pbody.args):
+        mapping[a] = args[p_pos[k]]
+    index_cache: dict[int, Value] = {}
+    for op in pbody.ops[:-1]:
+        if op.name == "kernel.index":
+            mapping[op.result] = _index_expr(b, via, op.attrs["dim"], index_cache)
+            continue
+        new = clone_op(op, mapping)
+        if op.name == "kernel.read":
+            new.attrs["input"] = p_pos[op.attrs["input"]]
+        block.ops.append(new)
+    produced = mapping[pbody.ops[-1].operands[0]]
+    cbody = consumer.regions[0]
+    for j, a in enumerate(cbody.args):
+        mapping[a] = produced if j == i else args[c_pos[j]]
+    for op in cbody.ops:
+        new = clone_op(op, mapping)
+        if op.name == "kernel.read":
+            new.attrs["input"] = c_pos[op.attrs["input"]]
+        block.ops.append(new)
+    attrs = dict(consumer.attrs)
+    attrs["maps"] = tuple(maps)
+    if any(p is not None for p in pads):
+        attrs["pads"] = tuple(pads)
+    else:
+        attrs.pop("pads", None)
+    attrs["kernel"] = _join_names(producer.attrs.get("kernel", ""), consumer.attrs.get("kernel", ""))
+    return make_op(consumer.opdef, inputs, [r.type for r in consumer.results], attrs,
+                   consumer.loc, [block], [r.name for r in consumer.results])
+
+
+def _arg_name(src: Value) -> str:
+    return src.name
+
+
+def _join_names(first: str, second: str) -> str:
+    parts: list[str] = []
+    for p in (first.split("+") + second.split("+")):
+        if p and p not in parts:
+            parts.append(p)
+    name = "+".join(parts)
+    return name if len(name) <= 60 else name[:57] + "..."
+
+
+def _index_expr(b: Builder, via: AffineMap, dim: int, cache: dict[int, Value]) -> Value:
+    """The producer's loop index `dim`, as i64 arithmetic on the consumer's loop indices."""
+    e = via.exprs[dim]
+
+    def const(v: int) -> Value:
+        return b.op("tensor.constant", [], {"value": np.array(v, np.int64)}).result
+
+    total: Value | None = None
+    for k, c in enumerate(e.coeffs):
+        if not c:
+            continue
+        if k not in cache:
+            cache[k] = b.op("kernel.index", [], {"dim": k}).result
+        term = cache[k] if c == 1 else b("tensor.mul", cache[k], const(c))
+        total = term if total is None else b("tensor.add", total, term)
+    if total is None:
+        return const(e.const)
+    return b("tensor.add", total, const(e.const)) if e.const else total
+
+
+def fuse_block(block: Block) -> None:
+    returned = set(block.ops[-1].operands)
+    pos = len(block.ops) - 1
+    while pos >= 0:
+        op = block.ops[pos]
+        if op.name != "kernel.generic":
+            pos -= 1
+            continue
+        uses = users(block)
+        fused = None
+        for i, v in enumerate(op.operands):
+            if not _is_generic(v):
+                continue
+            n_users = len({id(u) for u in uses.get(v, [])})
+            if can_fuse(v.owner, op, i, n_users, v in returned):  # type: ignore[arg-type]
+                fused = fuse_into(op, i, v.owner)  # type: ignore[arg-type]
+                break
+        if fused is None:
+            pos -= 1
+            continue
+        block.ops[pos] = fused
+        mapping = dict(zip(op.results, fused.results))
+        for later in block.ops[pos + 1:]:
+            later.operands = [mapping.get(v, v) for v in later.operands]
+        dce(block)
+        returned = set(block.ops[-1].operands)
+        pos = block.ops.index(fused)
+
+
+@pass_("fuse")
+def fuse(module: Module, ctx: PassContext) -> Module:
+    """Merge chains of elementwise/broadcast kernels, and reductions' producers, into one."""
+    if not ctx.options.fuse:
+        return module
+    for f in module.funcs:
+        fuse_block(f.body)
+    return module
+
+
+@pass_("canonicalize-kernels")
+def canonicalize_kernels(module: Module, ctx: PassContext) -> Module:
+    """Inside each kernel: merge duplicate inputs, drop unused ones, share equal body ops."""
+    for f in module.funcs:
+        mapping: dict[Value, Value] = {}
+        for k, op in enumerate(f.body.ops):
+            op.operands = [mapping.get(v, v) for v in op.operands]
+            if op.name == "kernel.generic":
+                f.body.ops[k] = _tidy_generic(op)
+                mapping.update(zip(op.results, f.body.ops[k].results))
+    return module
+
+
+def _tidy_generic(op: Op) -> Op:
+    body = op.regions[0]
+    read_inputs = {o.attrs["input"] for o in body.ops if o.name == "kernel.read"}
+    used = {v for o in body.ops for v in o.operands}
+    maps, pads = op.attrs["maps"], _pads(op)
+    key_to_new: dict[Any, int] = {}
+    new_inputs, new_maps, new_pads, new_args = [], [], [], []
+    arg_map: dict[Value, Value] = {}
+    input_map: dict[int, int] = {}
+    block = Block()
+    for j, (v, m, p, a) in enumerate(zip(op.operands, maps, pads, body.args)):
+        if a not in used and j not in read_inputs:
+            continue
+        key = (id(v), str(m), repr(p)) if j not in read_inputs else ("read", j)
+        if key in key_to_new:
+            arg_map[a] = new_args[key_to_new[key]]
+            input_map[j] = key_to_new[key]
+            continue
+        key_to_new[key] = len(new_inputs)
+        input_map[j] = len(new_inputs)
+        new_inputs.append(v)
+        new_maps.append(m)
+        new_pads.append(p)
+        new_args.append(block.add_arg(a.type, a.name))
+        arg_map[a] = new_args[-1]
+    # share equal body ops (index computations repeated by fusion)
+    seen: dict[Any, Value] = {}
+    for inner in body.ops:
+        new = clone_op(inner, arg_map)
+        if inner.name == "kernel.read":
+            new.attrs["input"] = input_map[inner.attrs["input"]]
+        key = None
+        if inner.results and inner.name != "kernel.read":
+            attrs = tuple((k, repr(v.tolist() if isinstance(v, np.ndarray) else v))
+                          for k, v in sorted(new.attrs.items()))
+            key = (inner.name, tuple(id(v) for v in new.operands), attrs)
+        if key is not None and key in seen:
+            arg_map[inner.results[0]] = seen[key]
+            continue
+        if key is not None:
+            seen[key] = new.results[0]
+        block.ops.append(new)
+    dce(block)
+    attrs = dict(op.attrs)
+    attrs["maps"] = tuple(new_maps)
+    if any(p is not None for p in new_pads):
+        attrs["pads"] = tuple(new_pads)
+    else:
+        attrs.pop("pads", None)
+    return make_op(op.opdef, new_inputs, [r.type for r in op.results], attrs, op.loc, [block],
+                   [r.name for r in op.results])
+
+
+__all__ = ["i64"]

@@ -1,0 +1,103 @@
+"""Kernel-level module -> llvmlite module. Each function becomes
+
+    int32_t <name>(void *const *inputs, void *const *outputs, void *workspace)
+
+which runs its kernels in order; a kernel whose schedule names a parallel loop is handed to
+`solir_parallel_for` (the runtime's thread pool, linked into every artifact)."""
+
+from __future__ import annotations
+
+import llvmlite.ir as ir
+import numpy as np
+
+from solir.errors import PassError, UnsupportedOpError
+from solir.ir.core import Func, Module, Value
+from solir.lower.llvm.kernels import EMITTERS
+from solir.lower.llvm.kernels.generic import CHUNK_FN_TYPE, PTR, units_of
+from solir.lower.llvm.loops import I64, const64
+from solir.targets import Target
+
+I32 = ir.IntType(32)
+ENTRY_TYPE = ir.FunctionType(I32, [PTR, PTR, PTR])
+PARALLEL_FOR = "solir_parallel_for"
+
+
+def emit(module: Module, target: Target) -> ir.Module:
+    llmod = ir.Module(name="solir")
+    llmod.triple = target.triple
+    for f in module.funcs:
+        _emit_func(llmod, f, target)
+    return llmod
+
+
+def _emit_func(llmod: ir.Module, f: Func, target: Target) -> None:
+    if "workspace" not in f.attrs:
+        raise PassError(f"@{f.name} has no memory plan", fix="run the 'plan-memory' pass first")
+    fn = ir.Function(llmod, ENTRY_TYPE, f.name)
+    inputs, outputs, workspace = fn.args
+    inputs.name, outputs.name, workspace.name = "inputs", "outputs", "workspace"
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    ptrs: dict[Value, ir.Value] = {}
+    for k, a in enumerate(f.args):
+        slot = b.gep(inputs, [const64(k)], source_etype=PTR, inbounds=True)
+        ptrs[a] = b.load(slot, typ=PTR, name=a.name or f"in{k}")
+    out_ptrs = []
+    for k in range(len(f.results)):
+        slot = b.gep(outputs, [const64(k)], source_etype=PTR, inbounds=True)
+        out_ptrs.append(b.load(slot, typ=PTR, name=f"out{k}"))
+    pool = _declare_parallel_for(llmod)
+    for i, op in enumerate(f.body.ops):
+        if op.name == "return":
+            break
+        if op.name == "tensor.constant":
+            ptrs[op.result] = _constant_global(llmod, f"{f.name}.const{i}", op.attrs["value"])
+            continue
+        if op.name == "kernel.view":
+            ptrs[op.result] = ptrs[op.operands[0]]
+            continue
+        emitter = EMITTERS.get(op.name)
+        if emitter is None:
+            raise UnsupportedOpError(f"no emitter for '{op.name}' on target '{target.name}'",
+                                     loc=op.loc, fix="lower it to kernel.generic first")
+        placement = op.attrs["buffers"][0]
+        if placement.startswith("out"):
+            ptrs[op.result] = out_ptrs[int(placement[3:])]
+        else:
+            off = int(placement.split("+")[1])
+            ptrs[op.result] = b.gep(workspace, [const64(off)], source_etype=ir.IntType(8),
+                                    inbounds=True, name=op.result.name or f"t{i}")
+        kname = f"{f.name}.k{i}.{_clean(op.attrs.get('kernel') or 'kernel')}"
+        chunk = emitter(llmod, op, target, kname)
+        bufs = b.alloca(PTR, size=I32(len(op.operands) + 1), name=f"args{i}")
+        for k, v in enumerate(list(op.operands) + [op.result]):
+            b.store(ptrs[v], b.gep(bufs, [const64(k)], source_etype=PTR, inbounds=True))
+        if op.attrs.get("parallel") is not None:
+            b.call(pool, [chunk, bufs, const64(units_of(op))])
+        else:
+            b.call(chunk, [bufs, const64(0), const64(1)])
+    b.ret(ir.Constant(I32, 0))
+
+
+def _declare_parallel_for(llmod: ir.Module) -> ir.Function:
+    fn = llmod.globals.get(PARALLEL_FOR)
+    if fn is None:
+        fn = ir.Function(llmod, ir.FunctionType(ir.VoidType(), [PTR, PTR, I64]), PARALLEL_FOR)
+    return fn
+
+
+def _constant_global(llmod: ir.Module, name: str, value: np.ndarray) -> ir.GlobalVariable:
+    data = np.ascontiguousarray(value).tobytes()
+    ty = ir.ArrayType(ir.IntType(8), len(data))
+    g = ir.GlobalVariable(llmod, ty, name=name)
+    g.initializer = ir.Constant(ty, bytearray(data))
+    g.global_constant = True
+    g.linkage = "internal"
+    g.align = 64
+    return g
+
+
+def _clean(name: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in name)[:40]
+
+
+__all__ = ["CHUNK_FN_TYPE"]

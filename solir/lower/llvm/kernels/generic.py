@@ -1,0 +1,406 @@
+"""Emits one kernel.generic as a chunk function `void k(ptr bufs, i64 begin, i64 end)`.
+
+Loops run in the schedule's `order`. The vector dim steps by `lanes` and everything inside it
+is computed on vectors (outer-loop vectorization when it is a parallel dim, so reductions nested
+inside keep one accumulator per lane); its remainder runs the same body with one lane. Reductions
+and scans accumulate in registers (allocas that mem2reg promotes) from the first reduction loop
+inward. `begin`/`end` bound the outermost loop when the kernel runs on the thread pool.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import llvmlite.ir as ir
+import numpy as np
+
+from solir.errors import UnsupportedOpError
+from solir.ir.core import Op, Value
+from solir.ir.types import DType, TensorType
+from solir.lower.llvm.element import ElementEmitter, scalar_type, storage_type
+from solir.lower.llvm.loops import I64, const64, for_range
+from solir.lower.schedule import flat_coeffs
+from solir.targets import Target
+
+PTR = ir.PointerType()
+CHUNK_FN_TYPE = ir.FunctionType(ir.VoidType(), [PTR, I64, I64])
+
+
+def units_of(op: Op) -> int:
+    """How many units of work the thread pool splits (iterations of the outermost loop, in
+    vectors when that loop is the vector dim)."""
+    a = op.attrs
+    if a.get("parallel") is None:
+        return 1
+    d = a["parallel"]
+    vec = a.get("vector")
+    extent = a["dims"][d]
+    if vec and vec[0] == d:
+        return -(-extent // vec[1])
+    return extent
+
+
+def emit_generic(llmod: ir.Module, op: Op, target: Target, name: str) -> ir.Function:
+    return _GenericEmitter(llmod, op, target, name).emit()
+
+
+class _GenericEmitter:
+    def __init__(self, llmod: ir.Module, op: Op, target: Target, name: str):
+        if len(op.results) != 1:
+            raise UnsupportedOpError(f"kernel.generic with {len(op.results)} results", loc=op.loc)
+        a = op.attrs
+        self.llmod, self.op, self.target = llmod, op, target
+        self.dims, self.its, self.order = tuple(a["dims"]), a["iterators"], tuple(a["order"])
+        vec = a.get("vector")
+        self.vdim, self.width = (vec[0], vec[1]) if vec else (None, 1)
+        self.par = a.get("parallel")
+        self.comb = a.get("combiner")
+        self.maps = a["maps"]
+        self.pads = a.get("pads") or (None,) * len(op.operands)
+        self.out = op.results[0]
+        self.body = op.regions[0]
+        self.fn = ir.Function(llmod, CHUNK_FN_TYPE, name)
+        self.fn.linkage = "internal"
+        self.fn.args[0].name, self.fn.args[1].name, self.fn.args[2].name = "bufs", "begin", "end"
+        self.b = ir.IRBuilder(self.fn.append_basic_block("entry"))
+        self.ivs: dict[int, ir.Value] = {}
+        self.acc_depth = next((k for k, d in enumerate(self.order) if self.its[d] != "p"), None)
+        self.acc: dict[int, Any] = {}
+
+    # -- structure -----------------------------------------------------------------------------
+    def emit(self) -> ir.Function:
+        b = self.b
+        bufs = self.fn.args[0]
+        self.ptrs = []
+        for k, v in enumerate(list(self.op.operands) + [self.out]):
+            slot = b.gep(bufs, [const64(k)], source_etype=PTR, inbounds=True)
+            self.ptrs.append(b.load(slot, typ=PTR, name=_llname(v.name or f"buf{k}")))
+        self.nest(0, 1)
+        b.ret_void()
+        return self.fn
+
+    def nest(self, depth: int, lanes: int) -> None:
+        if depth == len(self.order):
+            self.point(lanes)
+            return
+        if depth == self.acc_depth:
+            self.begin_accumulate(lanes)
+            self.loops(depth, lanes)
+            self.end_accumulate(lanes)
+        else:
+            self.loops(depth, lanes)
+
+    def loops(self, depth: int, lanes: int) -> None:
+        b = self.b
+        d = self.order[depth]
+        lo: ir.Value | int = 0
+        hi: ir.Value | int = self.dims[d]
+        if depth == 0 and self.par is not None:
+            begin, end = self.fn.args[1], self.fn.args[2]
+            if d == self.vdim:
+                w = const64(self.width)
+                lo = b.mul(begin, w, name="lo")
+                hi = b.call(self._smin(), [b.mul(end, w), const64(self.dims[d])], name="hi")
+            else:
+                lo, hi = begin, end
+        name = f"d{d}"
+        if d == self.vdim and lanes == 1:
+            w = self.width
+            lo_v = const64(lo) if isinstance(lo, int) else lo
+            hi_v = const64(hi) if isinstance(hi, int) else hi
+            span = b.sub(hi_v, lo_v)
+            main_hi = b.add(lo_v, b.sub(span, b.srem(span, const64(w))), name=f"{name}.vend")
+            with for_range(b, lo_v, main_hi, w, name=f"{name}.v") as iv:
+                self.ivs[d] = iv
+                self.nest(depth + 1, w)
+            with for_range(b, main_hi, hi_v, 1, name=f"{name}.tail") as iv:
+                self.ivs[d] = iv
+                self.nest(depth + 1, 1)
+            return
+        with for_range(b, lo, hi, 1, name=name) as iv:
+            self.ivs[d] = iv
+            self.nest(depth + 1, lanes)
+
+    # -- accumulation ------------------------------------------------------------------------------
+    def _acc_types(self) -> tuple[DType, DType]:
+        y = self.body.ops[-1].operands[0].type.dtype
+        return y, self.out.type.dtype
+
+    def begin_accumulate(self, lanes: int) -> None:
+        ydt, _ = self._acc_types()
+        self.acc = {}
+        vector_reduction = self.vdim is not None and self.its[self.vdim] == "r"
+        widths = [lanes] + ([self.width] if vector_reduction and lanes == 1 else [])
+        for w in widths:
+            e = ElementEmitter(self.llmod, self.b, w)
+            slot = self._alloca(e.ty(ydt), "acc")
+            self.b.store(e.const(ydt, self._identity(ydt)), slot)
+            entry = {"val": slot, "emitter": e}
+            if self.comb in ("argmax", "argmin"):
+                islot = self._alloca(e.ty(DType.I64), "acc.idx")
+                self.b.store(e.const(DType.I64, 0), islot)
+                entry["idx"] = islot
+            self.acc[w] = entry
+
+    def end_accumulate(self, lanes: int) -> None:
+        if "s" in self.its:
+            return
+        ydt, odt = self._acc_types()
+        main = self.acc[lanes]
+        e = main["emitter"]
+        val = self.b.load(main["val"], name="acc")
+        if self.width in self.acc and lanes == 1 and self.width != 1:
+            vec = self.acc[self.width]
+            val = self.combine(ElementEmitter(self.llmod, self.b, 1), ydt, val,
+                               self.horizontal(vec["emitter"], ydt, self.b.load(vec["val"])))
+        if self.comb in ("argmax", "argmin"):
+            idx = self.b.load(main["idx"])
+            val = e.convert(idx, DType.I64, odt)
+        self.store(val, lanes)
+
+    def _identity(self, dt: DType) -> Any:
+        from solir.ir.ops.reduce import identity_of
+        comb = {"argmax": "max", "argmin": "min"}.get(self.comb, self.comb)
+        return identity_of(comb, dt)
+
+    def combine(self, e: ElementEmitter, dt: DType, acc: ir.Value, y: ir.Value) -> ir.Value:
+        b, comb = self.b, self.comb
+        if comb == "add":
+            return b.fadd(acc, y, flags=("contract",)) if dt.is_float else (b.or_(acc, y) if dt.is_bool else b.add(acc, y))
+        if comb == "mul":
+            return b.fmul(acc, y) if dt.is_float else (b.and_(acc, y) if dt.is_bool else b.mul(acc, y))
+        if comb in ("max", "min"):
+            if dt.is_float:
+                return e.intrinsic("maximum" if comb == "max" else "minimum", [acc, y])
+            if dt.is_bool:
+                return b.or_(acc, y) if comb == "max" else b.and_(acc, y)
+            return e.intrinsic("smax" if comb == "max" else "smin", [acc, y])
+        if comb == "and":
+            return b.and_(acc, y)
+        if comb == "or":
+            return b.or_(acc, y)
+        raise UnsupportedOpError(f"combiner {comb!r}", loc=self.op.loc)
+
+    def horizontal(self, e: ElementEmitter, dt: DType, vec: ir.Value) -> ir.Value:
+        """Combine the lanes of a vector accumulator pairwise (a fixed, deterministic tree)."""
+        n = vec.type.count
+        while n > 1:
+            half = n // 2
+            lo = self.b.shuffle_vector(vec, vec, ir.Constant(ir.VectorType(ir.IntType(32), half), list(range(half))))
+            hi = self.b.shuffle_vector(vec, vec, ir.Constant(ir.VectorType(ir.IntType(32), half),
+                                                              list(range(half, n))))
+            vec = self.combine(ElementEmitter(self.llmod, self.b, half), dt, lo, hi)
+            n = half
+        return self.b.extract_element(vec, ir.Constant(ir.IntType(32), 0))
+
+    def _alloca(self, ty: ir.Type, name: str) -> ir.Value:
+        with self.b.goto_entry_block():
+            return self.b.alloca(ty, name=name)
+
+    def _smin(self) -> ir.Function:
+        name = "llvm.smin.i64"
+        fn = self.llmod.globals.get(name)
+        return fn or ir.Function(self.llmod, ir.FunctionType(I64, [I64, I64]), name)
+
+    # -- one point of the iteration space -------------------------------------------------------
+    def point(self, lanes: int) -> None:
+        e = ElementEmitter(self.llmod, self.b, lanes)
+        env: dict[Value, ir.Value] = {}
+        for k, arg in enumerate(self.body.args):
+            if self.maps[k] is not None:
+                env[arg] = self.load_input(e, k, lanes, arg.name)
+        for bop in self.body.ops[:-1]:
+            env[bop.results[0]] = self.body_op(e, bop, env, lanes)
+        y = env[self.body.ops[-1].operands[0]]
+        ydt, _ = self._acc_types()
+        if self.comb is None:
+            self.store(y, lanes)
+            return
+        acc = self.acc[lanes]
+        old = self.b.load(acc["val"])
+        if self.comb in ("argmax", "argmin"):
+            self._arg_update(e, ydt, acc, old, y)
+            return
+        new = self.combine(e, ydt, old, y)
+        self.b.store(new, acc["val"])
+        if "s" in self.its:
+            self.store(new, lanes)
+
+    def _arg_update(self, e: ElementEmitter, dt: DType, acc: dict, old: ir.Value, y: ir.Value) -> None:
+        b = self.b
+        if dt.is_float:
+            pred = ">" if self.comb == "argmax" else "<"
+            better = b.or_(b.fcmp_ordered(pred, y, old),
+                           b.and_(b.fcmp_unordered("uno", y, y), b.fcmp_ordered("ord", old, old)))
+        elif dt.is_bool:
+            better = b.icmp_unsigned(">" if self.comb == "argmax" else "<", y, old)
+        else:
+            better = b.icmp_signed(">" if self.comb == "argmax" else "<", y, old)
+        idx = e.splat(self._reduction_index())
+        b.store(b.select(better, y, old), acc["val"])
+        b.store(b.select(better, idx, b.load(acc["idx"])), acc["idx"])
+
+    def _reduction_index(self) -> ir.Value:
+        """Row-major linear index over the reduction dims (the arg-reduction's answer)."""
+        rdims = [d for d in range(len(self.dims)) if self.its[d] == "r"]
+        idx: ir.Value = const64(0)
+        for d in rdims:
+            idx = self.b.add(self.b.mul(idx, const64(self.dims[d])), self.ivs[d])
+        return idx
+
+    def body_op(self, e: ElementEmitter, bop: Op, env: dict[Value, ir.Value], lanes: int) -> ir.Value:
+        name = bop.name
+        if name == "kernel.index":
+            return self.index_value(e, bop.attrs["dim"], lanes)
+        if name == "kernel.read":
+            return self.read(e, bop, [env[v] for v in bop.operands], lanes)
+        if name == "tensor.constant":
+            value = bop.attrs["value"]
+            return e.const(bop.results[0].type.dtype, value.item() if value.dtype.kind != "V" else float(value))
+        if bop.opdef.emit is None:
+            raise UnsupportedOpError(f"'{name}' has no element lowering", loc=bop.loc,
+                                     fix=f"give the '{name}' entry an `emit` or a decomposition")
+        out = bop.opdef.emit(e, bop, [env[v] for v in bop.operands])
+        if out.name == "" and bop.results[0].name:
+            out.name = _llname(bop.results[0].name)
+        return out
+
+    def index_value(self, e: ElementEmitter, dim: int, lanes: int) -> ir.Value:
+        iv = self.ivs[dim]
+        if lanes == 1:
+            return iv
+        v = e.splat(iv)
+        if dim == self.vdim:
+            v = self.b.add(v, ir.Constant(ir.VectorType(I64, lanes), list(range(lanes))))
+        return v
+
+    # -- memory --------------------------------------------------------------------------------------
+    def _offset(self, coeffs: list[int], const: int) -> ir.Value:
+        b = self.b
+        off: ir.Value = const64(const)
+        for d, c in enumerate(coeffs):
+            if c:
+                off = b.add(off, b.mul(self.ivs[d], const64(c)) if c != 1 else self.ivs[d])
+        return off
+
+    def load_input(self, e: ElementEmitter, k: int, lanes: int, name: str) -> ir.Value:
+        v, m, pad = self.op.operands[k], self.maps[k], self.pads[k]
+        dt = v.type.dtype
+        if pad is None and not m.divides:
+            coeffs, const = flat_coeffs(m, v.type)
+            off = self._offset(coeffs, const)
+            step = coeffs[self.vdim] if lanes > 1 else 0
+            return self.load(e, k, dt, off, lanes, step, name)
+        # bounds-checked (padding) or dividing (dilation) access; never varies along the lanes
+        b = self.b
+        valid: ir.Value = ir.Constant(ir.IntType(1), 1)
+        flat: ir.Value = const64(0)
+        for size, expr in zip(v.type.shape, m.exprs):
+            idx = self._offset(list(expr.coeffs), expr.const)
+            if expr.div != 1:
+                valid = b.and_(valid, b.icmp_signed("==", b.srem(idx, const64(expr.div)), const64(0)))
+                idx = b.sdiv(idx, const64(expr.div))
+            inside = b.and_(b.icmp_signed(">=", idx, const64(0)), b.icmp_signed("<", idx, const64(size)))
+            valid = b.and_(valid, inside)
+            idx = b.select(inside, idx, const64(0))
+            flat = b.add(b.mul(flat, const64(size)), idx)
+        e1 = ElementEmitter(self.llmod, b, 1)
+        x = self.load(e1, k, dt, flat, 1, 0, name)
+        padv = e1.const(dt, pad if pad is not None else 0)
+        return e.splat(b.select(valid, x, padv))
+
+    def load(self, e: ElementEmitter, k: int, dt: DType, off: ir.Value, lanes: int, step: int,
+             name: str) -> ir.Value:
+        b = self.b
+        st = storage_type(dt)
+        addr = b.gep(self.ptrs[k], [off], source_etype=st, inbounds=True)
+        if lanes == 1 or step == 0:
+            return e.splat(self.to_compute(b.load(addr, typ=st, align=dt.itemsize), dt, 1, _llname(name)))
+        if step == 1:
+            raw = b.load(addr, typ=ir.VectorType(st, lanes), align=dt.itemsize)
+            return self.to_compute(raw, dt, lanes, _llname(name))
+        out = ir.Constant(ir.VectorType(scalar_type(dt), lanes), ir.Undefined)
+        for lane in range(lanes):
+            p = b.gep(self.ptrs[k], [b.add(off, const64(lane * step))], source_etype=st, inbounds=True)
+            x = self.to_compute(b.load(p, typ=st, align=dt.itemsize), dt, 1, "")
+            out = b.insert_element(out, x, ir.Constant(ir.IntType(32), lane))
+        return out
+
+    def read(self, e: ElementEmitter, bop: Op, idx: list[ir.Value], lanes: int) -> ir.Value:
+        """kernel.read: indices computed in the body, clamped (or checked, for mode 'fill')."""
+        b = self.b
+        k = bop.attrs["input"]
+        t: TensorType = self.op.operands[k].type
+        dt = t.dtype
+        mode = bop.attrs.get("mode", "clip")
+        e64 = ElementEmitter(self.llmod, b, lanes)
+        flat = e64.const(DType.I64, 0)
+        valid = e64.const(DType.I1, 1)
+        for i, size in zip(idx, t.shape):
+            if i.type != e64.ty(DType.I64):
+                i = b.sext(i, e64.ty(DType.I64))
+            lo, hi = e64.const(DType.I64, 0), e64.const(DType.I64, size - 1)
+            if mode == "fill":
+                valid = b.and_(valid, b.and_(b.icmp_signed(">=", i, lo), b.icmp_signed("<=", i, hi)))
+            i = e64.intrinsic("smin", [e64.intrinsic("smax", [i, lo]), hi])
+            flat = b.add(b.mul(flat, e64.const(DType.I64, size)), i)
+        st = storage_type(dt)
+        if lanes == 1:
+            p = b.gep(self.ptrs[k], [flat], source_etype=st, inbounds=True)
+            x = self.to_compute(b.load(p, typ=st, align=dt.itemsize), dt, 1, "")
+        else:
+            x = ir.Constant(e.ty(dt), ir.Undefined)
+            for lane in range(lanes):
+                li = ir.Constant(ir.IntType(32), lane)
+                p = b.gep(self.ptrs[k], [b.extract_element(flat, li)], source_etype=st, inbounds=True)
+                x = b.insert_element(x, self.to_compute(b.load(p, typ=st, align=dt.itemsize), dt, 1, ""), li)
+        if mode == "fill":
+            fill = bop.attrs.get("fill")
+            x = b.select(valid, x, e.const(dt, fill if fill is not None else 0))
+        return x
+
+    def to_compute(self, raw: ir.Value, dt: DType, lanes: int, name: str) -> ir.Value:
+        b = self.b
+        e = ElementEmitter(self.llmod, b, lanes)
+        if dt is DType.F16:
+            return b.fpext(raw, e.ty(dt), name=name)
+        if dt is DType.BF16:
+            return e.from_bf16_bits(raw)
+        if dt is DType.I1:
+            return b.trunc(raw, e.ty(dt), name=name)
+        if name:
+            raw.name = name
+        return raw
+
+    def to_storage(self, x: ir.Value, dt: DType, lanes: int) -> ir.Value:
+        b = self.b
+        e = ElementEmitter(self.llmod, b, lanes)
+        if dt is DType.F16:
+            half = ir.VectorType(ir.HalfType(), lanes) if lanes > 1 else ir.HalfType()
+            return b.fptrunc(x, half)
+        if dt is DType.BF16:
+            return e.to_bf16_bits(x)
+        if dt is DType.I1:
+            i8 = ir.VectorType(ir.IntType(8), lanes) if lanes > 1 else ir.IntType(8)
+            return b.zext(x, i8)
+        return x
+
+    def store(self, x: ir.Value, lanes: int) -> None:
+        b = self.b
+        dt = self.out.type.dtype
+        out_dims = [d for d in range(len(self.dims)) if self.its[d] != "r"]
+        coeffs, stride = [0] * len(self.dims), 1
+        for d in reversed(out_dims):
+            coeffs[d] = stride
+            stride *= self.dims[d]
+        off = self._offset(coeffs, 0)
+        st = storage_type(dt)
+        addr = b.gep(self.ptrs[-1], [off], source_etype=st, inbounds=True)
+        b.store(self.to_storage(x, dt, lanes), addr, align=dt.itemsize)
+
+
+def _llname(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "._" else "_" for c in name)
+
+
+__all__ = ["np"]

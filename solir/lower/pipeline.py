@@ -1,0 +1,87 @@
+"""The pass pipeline: one readable list, run top to bottom. Each pass is a function
+Module -> Module registered under its name; the runner verifies after every pass and keeps
+the text of any stage a caller asks for (`as_text(stage)`, `solir show --stage`, SOLIR_DUMP)."""
+
+from __future__ import annotations
+
+import copy
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Callable
+
+from solir.errors import PassError
+from solir.ir.core import Module
+from solir.ir.printer import print_module
+from solir.ir.registry import all_ops
+from solir.ir.verifier import verify_module
+from solir.targets import Target
+
+TENSOR_PIPELINE = ["canonicalize", "fold-constants", "decompose", "lower-to-kernels", "fuse",
+                   "canonicalize-kernels", "schedule", "vectorize", "bufferize", "plan-memory"]
+
+
+@dataclass(frozen=True)
+class Options:
+    """Compiler knobs; each is a field so the CLI can list and set them."""
+
+    fuse: bool = True                 # merge producers into consumers
+    vectorize: bool = True            # use the target's vectors on the chosen axis
+    parallel: bool = True             # split the outermost parallel loop across threads
+    fold_limit: int = 1 << 22         # constant-fold results up to this many elements
+    parallel_min_work: int = 1 << 15  # points in a kernel below which threads don't pay
+
+
+@dataclass
+class PassContext:
+    target: Target
+    options: Options = field(default_factory=Options)
+
+
+PassFn = Callable[[Module, PassContext], Module]
+PASSES: dict[str, PassFn] = {}
+
+
+def pass_(name: str) -> Callable[[PassFn], PassFn]:
+    def register(fn: PassFn) -> PassFn:
+        PASSES[name] = fn
+        fn.pass_name = name  # type: ignore[attr-defined]
+        return fn
+    return register
+
+
+def clone_module(module: Module) -> Module:
+    """A deep copy that shares the (immutable) op definitions."""
+    memo = {id(od): od for od in all_ops().values()}
+    return copy.deepcopy(module, memo)
+
+
+def run_pipeline(module: Module, ctx: PassContext, *, passes: list[str] | None = None,
+                 record: Callable[[str, Module], None] | None = None) -> Module:
+    _load_passes()
+    names = TENSOR_PIPELINE if passes is None else passes
+    dump = os.environ.get("SOLIR_DUMP", "")
+    wanted = {s.strip() for s in dump.split(",") if s.strip()}
+    module = clone_module(module)
+    for name in names:
+        fn = PASSES.get(name)
+        if fn is None:
+            raise PassError(f"unknown pass '{name}'", fix="passes: " + ", ".join(PASSES))
+        module = fn(module, ctx)
+        verify_module(module, after=name)
+        if record is not None:
+            record(name, module)
+        if name in wanted or "all" in wanted:
+            sys.stderr.write(f"// ----- after {name} -----\n{print_module(module, elide=True)}")
+    return module
+
+
+_loaded = False
+
+
+def _load_passes() -> None:
+    global _loaded
+    if not _loaded:
+        _loaded = True
+        from solir.lower import (bufferize, canonicalize, fold, fuse, memory,  # noqa: F401
+                                 schedule, to_kernels)

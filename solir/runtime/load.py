@@ -1,0 +1,139 @@
+"""Loading a compiled module with cffi and calling it on numpy arrays.
+
+Every argument is checked (count, shape, dtype) before native code runs; contiguous,
+aligned inputs are handed over without a copy; outputs are fresh numpy arrays."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import Any, Sequence
+
+import cffi
+import numpy as np
+
+from solir.errors import ArgumentError, CacheError, TargetError
+from solir.runtime.abi import Manifest, file_hash
+from solir.targets import TARGETS, get_target
+
+
+def default_num_threads() -> int:
+    env = os.environ.get("SOLIR_NUM_THREADS")
+    if env:
+        try:
+            return max(1, int(env))
+        except ValueError:
+            raise ArgumentError(f"SOLIR_NUM_THREADS={env!r} is not a number",
+                                fix="set it to a positive integer, e.g. SOLIR_NUM_THREADS=2") from None
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+class CompiledModule:
+    """A loaded artifact: call it with numpy arrays, get a list of numpy arrays back."""
+
+    def __init__(self, directory: str | Path, *, verify_hash: bool = True,
+                 num_threads: int | None = None):
+        self.directory = Path(directory)
+        self.manifest = m = Manifest.read(self.directory)
+        lib_path = self.directory / m.library
+        if not lib_path.exists():
+            raise CacheError(f"{lib_path} is missing", fix="recompile the module")
+        if verify_hash and m.library_hash and file_hash(lib_path) != m.library_hash:
+            raise CacheError(f"{lib_path} does not match the hash in its manifest (corrupted or "
+                             "modified)", fix="recompile it; the cache entry is rebuilt automatically "
+                             "by solir.jit")
+        target = TARGETS.get(m.target) if m.target != "host" else None
+        missing = _missing_features(m, target)
+        if missing:
+            raise TargetError(f"artifact {self.directory} was built for target '{m.target}' but this "
+                              f"CPU lacks {', '.join(missing)}",
+                              fix=f"recompile with --target host (or a target this CPU runs)")
+        self.ffi = cffi.FFI()
+        self.ffi.cdef(f"int32_t {m.entry}(void **, void **, void *);"
+                      "void solir_set_num_threads(int); int solir_get_num_threads(void);")
+        try:
+            self.lib = self.ffi.dlopen(str(lib_path.resolve()))
+            self._entry = getattr(self.lib, m.entry)
+        except (OSError, AttributeError) as e:
+            raise CacheError(f"cannot load {lib_path}: {e}", fix="recompile the module") from None
+        self.in_types = [(tuple(t.shape), t.type.dtype.numpy) for t in m.inputs]
+        self.out_types = [(tuple(t.shape), t.type.dtype.numpy) for t in m.outputs]
+        self._inputs = self.ffi.new("void *[]", max(1, len(m.inputs)))
+        self._outputs = self.ffi.new("void *[]", max(1, len(m.outputs)))
+        self._workspace_array = np.empty(m.workspace_bytes + 64, np.uint8)
+        addr = self._workspace_array.__array_interface__["data"][0]
+        self._workspace = self.ffi.cast("void *", addr + (-addr % 64))
+        self._lock = threading.Lock()
+        self.set_num_threads(num_threads or default_num_threads())
+
+    @property
+    def num_threads(self) -> int:
+        return int(self.lib.solir_get_num_threads())
+
+    def set_num_threads(self, n: int) -> None:
+        if n < 1:
+            raise ArgumentError(f"num_threads must be at least 1, got {n}")
+        self.lib.solir_set_num_threads(int(n))
+
+    def check_args(self, args: Sequence[Any]) -> list[np.ndarray]:
+        m = self.manifest
+        if len(args) != len(m.inputs):
+            raise ArgumentError(f"{m.entry} takes {len(m.inputs)} inputs "
+                                f"({', '.join(t.name for t in m.inputs)}), got {len(args)}")
+        arrays = []
+        for k, (a, (shape, dtype), spec) in enumerate(zip(args, self.in_types, m.inputs)):
+            arr = a if isinstance(a, np.ndarray) else np.asarray(a)
+            if arr.dtype != dtype:
+                raise ArgumentError(f"input {k} ({spec.name}) expects dtype {spec.dtype} "
+                                    f"({np.dtype(dtype).name}), got {arr.dtype.name}",
+                                    fix=f"convert it with .astype(np.{np.dtype(dtype).name})")
+            if arr.shape != shape:
+                raise ArgumentError(f"input {k} ({spec.name}) expects shape {list(shape)}, got "
+                                    f"{list(arr.shape)}")
+            if not (arr.flags.c_contiguous and arr.flags.aligned):
+                arr = np.ascontiguousarray(arr)   # the only copy: strided or misaligned input
+            arrays.append(arr)
+        return arrays
+
+    def __call__(self, *args: Any) -> list[np.ndarray]:
+        arrays = self.check_args(args)
+        outs = [np.empty(shape, dtype) for shape, dtype in self.out_types]
+        cast = self.ffi.cast
+        with self._lock:
+            for k, a in enumerate(arrays):
+                self._inputs[k] = cast("void *", a.__array_interface__["data"][0])
+            for k, o in enumerate(outs):
+                self._outputs[k] = cast("void *", o.__array_interface__["data"][0])
+            self._entry(self._inputs, self._outputs, self._workspace)
+        return outs
+
+    def __repr__(self) -> str:
+        m = self.manifest
+        sig = ", ".join(f"{t.name}: {t.type}" for t in m.inputs)
+        res = ", ".join(str(t.type) for t in m.outputs)
+        return f"<solir module {m.entry}({sig}) -> ({res}) target={m.target}>"
+
+
+def _missing_features(m: Manifest, target: Any) -> list[str]:
+    import platform
+
+    from solir.targets import host_cpu_flags
+
+    arch = {"x86_64": "x86_64", "aarch64": "aarch64", "riscv64": "riscv64"}
+    want_arch = m.triple.split("-")[0]
+    if arch.get(platform.machine()) != want_arch:
+        return [f"the {want_arch} architecture (this machine is {platform.machine()})"]
+    flags = host_cpu_flags()
+    return [f for f in m.target_features if f not in flags]
+
+
+def load(directory: str | Path, **kw: Any) -> CompiledModule:
+    """Load an artifact written by `solir compile` (or a cache entry)."""
+    return CompiledModule(directory, **kw)
+
+
+__all__ = ["get_target"]

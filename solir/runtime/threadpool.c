@@ -1,0 +1,112 @@
+/* solir's thread pool, linked into every artifact.
+ *
+ * solir_parallel_for(fn, ctx, n) runs fn(ctx, begin, end) over [0, n) in chunks. Chunks are
+ * taken from an atomic counter, so when another process takes a core the remaining chunks
+ * go to whoever is running (the caller always works too): no barrier waits on a descheduled
+ * thread. Idle workers sleep on a condition variable and burn no CPU. Each job lives in its
+ * own reference-counted record, so a worker that wakes late only ever sees a finished job.
+ * Chunk boundaries never change what a unit computes, so results do not depend on the
+ * thread count.
+ */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+typedef void (*solir_chunk_fn)(void **, int64_t, int64_t);
+
+typedef struct job {
+    solir_chunk_fn fn;
+    void **ctx;
+    int64_t n, grain;
+    atomic_int_fast64_t next;
+    atomic_int_fast64_t done;
+    atomic_int refs;
+    int max_workers;
+} job_t;
+
+#define MAX_THREADS 256
+static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t wake = PTHREAD_COND_INITIALIZER;
+static pthread_cond_t finished = PTHREAD_COND_INITIALIZER;
+static job_t *current = NULL;
+static uint64_t generation = 0;
+static int num_threads = 1;      /* including the caller */
+static int started = 0;          /* worker threads created */
+static pthread_t threads[MAX_THREADS];
+
+static void release(job_t *j) {
+    if (atomic_fetch_sub(&j->refs, 1) == 1) free(j);
+}
+
+static void run_chunks(job_t *j) {
+    for (;;) {
+        int64_t b = atomic_fetch_add(&j->next, j->grain);
+        if (b >= j->n) return;
+        int64_t e = b + j->grain < j->n ? b + j->grain : j->n;
+        j->fn(j->ctx, b, e);
+        if (atomic_fetch_add(&j->done, e - b) + (e - b) == j->n) {
+            pthread_mutex_lock(&mu);
+            pthread_cond_broadcast(&finished);
+            pthread_mutex_unlock(&mu);
+        }
+    }
+}
+
+static void *worker(void *arg) {
+    int id = (int)(intptr_t)arg;
+    uint64_t seen = 0;
+    for (;;) {
+        pthread_mutex_lock(&mu);
+        while (current == NULL || generation == seen || id >= current->max_workers)
+            pthread_cond_wait(&wake, &mu);
+        seen = generation;
+        job_t *j = current;
+        atomic_fetch_add(&j->refs, 1);
+        pthread_mutex_unlock(&mu);
+        run_chunks(j);
+        release(j);
+    }
+    return NULL;
+}
+
+void solir_set_num_threads(int n) {
+    if (n < 1) n = 1;
+    if (n > MAX_THREADS) n = MAX_THREADS;
+    pthread_mutex_lock(&mu);
+    num_threads = n;
+    while (started < n - 1) {
+        if (pthread_create(&threads[started], NULL, worker, (void *)(intptr_t)started) != 0) break;
+        pthread_detach(threads[started]);
+        started++;
+    }
+    pthread_mutex_unlock(&mu);
+}
+
+int solir_get_num_threads(void) { return num_threads; }
+
+void solir_parallel_for(solir_chunk_fn fn, void **ctx, int64_t n) {
+    int workers = num_threads - 1 < started ? num_threads - 1 : started;
+    if (n <= 1 || workers <= 0) {
+        if (n > 0) fn(ctx, 0, n);
+        return;
+    }
+    job_t *j = malloc(sizeof(job_t));
+    if (j == NULL) { fn(ctx, 0, n); return; }
+    int64_t chunks = (int64_t)(workers + 1) * 4;
+    if (chunks > n) chunks = n;
+    j->fn = fn; j->ctx = ctx; j->n = n; j->grain = (n + chunks - 1) / chunks;
+    atomic_init(&j->next, 0); atomic_init(&j->done, 0); atomic_init(&j->refs, 1);
+    j->max_workers = workers;
+    pthread_mutex_lock(&mu);
+    current = j;
+    generation++;
+    pthread_cond_broadcast(&wake);
+    pthread_mutex_unlock(&mu);
+    run_chunks(j);
+    pthread_mutex_lock(&mu);
+    while (atomic_load(&j->done) < n) pthread_cond_wait(&finished, &mu);
+    current = NULL;
+    pthread_mutex_unlock(&mu);
+    release(j);
+}
