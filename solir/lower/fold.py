@@ -30,7 +30,7 @@ def fold_constants(module: Module, ctx: PassContext) -> Module:
         if out_size > limit or out_size > max(in_size, 64):  # never inflate constant data
             return None
         values = _run_op(op, [v.owner.attrs["value"] for v in op.operands], {})  # type: ignore[union-attr]
-        return [b.op("tensor.constant", [], {"value": np.ascontiguousarray(val)},
+        return [b.op("tensor.constant", [], {"value": np.array(val, order="C")},
                      name_hint=r.name).result for val, r in zip(values, op.results)]
 
     for f in module.funcs:
