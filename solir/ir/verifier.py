@@ -73,7 +73,7 @@ def _render(f: Func, op: Op | None, message: str, after: str | None) -> str:
     p = Printer()
     p.func(f)
     head = f"invalid IR after pass '{after}'" if after else "invalid IR"
-    name = f"'{op.name}' " if op is not None else ""
+    name = f"'{op.name}' " if op is not None and not message.startswith(f"'{op.name}'") else ""
     lines = [f"{head}: {name}{message}"]
     at = p.op_lines.get(op) if op is not None else None
     for k, line in enumerate(p.lines):
