@@ -44,16 +44,9 @@ UNARY = {
 POSITIVE = {"log": jnp.log, "log1p": jnp.log1p, "sqrt": jnp.sqrt, "rsqrt": jax.lax.rsqrt}
 
 
-# KNOWN BUG (open): a segfault inside a later jax.jit call after these run under hypothesis;
-# not reproducible standalone (see the session note). Skipped until found, not hidden.
-CRASHING = {"erfc", "gelu"}
-
-
 @pytest.mark.parametrize("name", sorted(UNARY))
 @given(shape=shapes)
 def test_unary(name, shape):
-    if name in CRASHING:
-        pytest.skip("known heap-corruption bug under investigation (erfc lowering)")
     check(UNARY[name], data(shape), scale=5 if name in ("tan", "erfc", "integer_pow_neg") else 1)
 
 
