@@ -1,10 +1,4 @@
 #!/usr/bin/env bash
 # Sets up a virtual environment with solir and its test extra, then runs the test suite.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-PY=${PYTHON:-python3.11}
-command -v "$PY" >/dev/null || PY=python3
-[ -d .venv ] || "$PY" -m venv .venv
-.venv/bin/python -m pip install -q --upgrade pip >/dev/null
-.venv/bin/python -m pip install -q -e ".[test]"
+source "$(dirname "$0")/setup.sh" "[test]"
 exec .venv/bin/python -m pytest -q "$@"

@@ -107,7 +107,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
     from solir.demo import main as demo_main
     return demo_main()
 

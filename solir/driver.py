@@ -34,7 +34,7 @@ STAGES = ["tensor", *TENSOR_PIPELINE, "loops", "llvm", "llvm-opt", "asm"]
 
 
 class SolirWarning(UserWarning):
-    pass
+    """Something solir recovered from by itself (a bad cache entry it rebuilt)."""
 
 
 @dataclasses.dataclass

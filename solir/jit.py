@@ -10,7 +10,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from solir.driver import STAGES, Compilation, compile_cached
+from solir.driver import Compilation, compile_cached
 from solir.errors import ArgumentError, SolirError
 from solir.lower.pipeline import Options
 from solir.runtime.load import CompiledModule
@@ -186,5 +186,3 @@ def _source_of(fn: Callable[..., Any]) -> str:
     except (TypeError, OSError):
         return ""
 
-
-__all__ = ["STAGES", "jit"]

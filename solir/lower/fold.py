@@ -7,7 +7,6 @@ import numpy as np
 
 from solir.ir.core import Builder, Module, Op, Value
 from solir.ir.interpreter import _run_op
-from solir.ir.types import DType
 from solir.lower.pipeline import PassContext, pass_
 from solir.lower.rewrite import dce, rewrite_block
 
@@ -87,5 +86,3 @@ def decompose(module: Module, ctx: PassContext) -> Module:
         rewrite_block(f.body, rewrite)
     return module
 
-
-__all__ = ["DType"]

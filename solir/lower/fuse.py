@@ -17,7 +17,6 @@ import numpy as np
 
 from solir.ir.attrs import AffineMap
 from solir.ir.core import Block, Builder, Module, Op, Value, make_op, users
-from solir.ir.types import i64
 from solir.lower.pipeline import PassContext, pass_
 from solir.lower.rewrite import clone_op, dce
 
@@ -85,7 +84,7 @@ def fuse_into(consumer: Op, i: int, producer: Op) -> Op:
     p_pos = {k: len(keep) + k for k in range(len(producer.operands))}
 
     block = Block()
-    args = [block.add_arg(v.type.__class__((), v.type.dtype), _arg_name(src))
+    args = [block.add_arg(v.type.__class__((), v.type.dtype), src.name)
             for v, src in zip(inputs, [consumer.regions[0].args[j] for j in keep]
                               + list(producer.regions[0].args))]
     b = Builder(block, consumer.loc)
@@ -111,19 +110,20 @@ def fuse_into(consumer: Op, i: int, producer: Op) -> Op:
         if op.name == "kernel.read":
             new.attrs["input"] = c_pos[op.attrs["input"]]
         block.ops.append(new)
-    attrs = dict(consumer.attrs)
-    attrs["maps"] = tuple(maps)
-    if any(p is not None for p in pads):
-        attrs["pads"] = tuple(pads)
-    else:
-        attrs.pop("pads", None)
+    attrs = _with_inputs(consumer.attrs, maps, pads)
     attrs["kernel"] = _join_names(producer.attrs.get("kernel", ""), consumer.attrs.get("kernel", ""))
     return make_op(consumer.opdef, inputs, [r.type for r in consumer.results], attrs,
                    consumer.loc, [block], [r.name for r in consumer.results])
 
 
-def _arg_name(src: Value) -> str:
-    return src.name
+def _with_inputs(attrs: dict[str, Any], maps: list[Any], pads: list[Any]) -> dict[str, Any]:
+    """A generic's attributes with new per-input maps and pads (pads omitted when all None)."""
+    out = dict(attrs)
+    out["maps"] = tuple(maps)
+    out.pop("pads", None)
+    if any(p is not None for p in pads):
+        out["pads"] = tuple(pads)
+    return out
 
 
 def _join_names(first: str, second: str) -> str:
@@ -250,14 +250,7 @@ def _tidy_generic(op: Op) -> Op:
             seen[key] = new.results[0]
         block.ops.append(new)
     dce(block)
-    attrs = dict(op.attrs)
-    attrs["maps"] = tuple(new_maps)
-    if any(p is not None for p in new_pads):
-        attrs["pads"] = tuple(new_pads)
-    else:
-        attrs.pop("pads", None)
+    attrs = _with_inputs(op.attrs, new_maps, new_pads)
     return make_op(op.opdef, new_inputs, [r.type for r in op.results], attrs, op.loc, [block],
                    [r.name for r in op.results])
 
-
-__all__ = ["i64"]

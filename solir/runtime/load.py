@@ -15,7 +15,6 @@ import numpy as np
 
 from solir.errors import ArgumentError, CacheError, TargetError
 from solir.runtime.abi import Manifest, file_hash
-from solir.targets import TARGETS, get_target
 
 
 def default_num_threads() -> int:
@@ -46,12 +45,11 @@ class CompiledModule:
             raise CacheError(f"{lib_path} does not match the hash in its manifest (corrupted or "
                              "modified)", fix="recompile it; the cache entry is rebuilt automatically "
                              "by solir.jit")
-        target = TARGETS.get(m.target) if m.target != "host" else None
-        missing = _missing_features(m, target)
+        missing = _missing_features(m)
         if missing:
             raise TargetError(f"artifact {self.directory} was built for target '{m.target}' but this "
                               f"CPU lacks {', '.join(missing)}",
-                              fix=f"recompile with --target host (or a target this CPU runs)")
+                              fix="recompile with --target host (or a target this CPU runs)")
         self.ffi = cffi.FFI()
         self.ffi.cdef(f"int32_t {m.entry}(void **, void **, void *);"
                       "void solir_set_num_threads(int); int solir_get_num_threads(void);")
@@ -118,7 +116,7 @@ class CompiledModule:
         return f"<solir module {m.entry}({sig}) -> ({res}) target={m.target}>"
 
 
-def _missing_features(m: Manifest, target: Any) -> list[str]:
+def _missing_features(m: Manifest) -> list[str]:
     import platform
 
     from solir.targets import host_cpu_flags
@@ -135,5 +133,3 @@ def load(directory: str | Path, **kw: Any) -> CompiledModule:
     """Load an artifact written by `solir compile` (or a cache entry)."""
     return CompiledModule(directory, **kw)
 
-
-__all__ = ["get_target"]

@@ -175,10 +175,11 @@ def _integer_pow(attrs: dict[str, Any], x: np.ndarray) -> np.ndarray:
 def _float_or_int(fop: str, iop: str) -> Callable[..., ir.Value]:
     def emit(e: ElementEmitter, op: Op, args: list[ir.Value]) -> ir.Value:
         dt = op.operands[0].type.dtype
-        if dt.is_float:
-            return getattr(e.b, fop)(*args, flags=("contract",)) if fop in _FMATH else \
-                getattr(e.b, fop)(*args)
-        return getattr(e.b, iop)(*args)
+        if not dt.is_float:
+            return getattr(e.b, iop)(*args)
+        if fop in _FMATH:   # let LLVM fuse a*b+c into an FMA
+            return getattr(e.b, fop)(*args, flags=("contract",))
+        return getattr(e.b, fop)(*args)
     return emit
 
 

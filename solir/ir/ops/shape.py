@@ -13,7 +13,7 @@ from solir.ir.attrs import AffineExpr, AffineMap
 from solir.ir.core import Builder, Op, Value
 from solir.ir.ops.kernel import build_generic
 from solir.ir.registry import STRUCTURAL, OpDef, register
-from solir.ir.types import DType, TensorType, i1, i64
+from solir.ir.types import DType, TensorType, i64
 
 
 def _identity_body(inner: Builder, args: list[Value]) -> list[Value]:
@@ -331,4 +331,3 @@ def _lower_iota(op: Op, b: Builder) -> list[Value]:
 register(OpDef(name="tensor.iota", operands=(), attrs=("shape", "dimension", "dtype"),
                infer=_infer_iota, reference=_ref_iota, lower=_lower_iota, kind=STRUCTURAL))
 
-__all__ = ["reshape_map", "i1"]

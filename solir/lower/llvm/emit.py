@@ -13,7 +13,7 @@ import numpy as np
 from solir.errors import PassError, UnsupportedOpError
 from solir.ir.core import Func, Module, Value
 from solir.lower.llvm.kernels import EMITTERS
-from solir.lower.llvm.kernels.generic import CHUNK_FN_TYPE, PTR, units_of
+from solir.lower.llvm.kernels.generic import PTR, units_of
 from solir.lower.llvm.loops import I64, const64
 from solir.targets import Target
 
@@ -99,5 +99,3 @@ def _constant_global(llmod: ir.Module, name: str, value: np.ndarray) -> ir.Globa
 def _clean(name: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in name)[:40]
 
-
-__all__ = ["CHUNK_FN_TYPE"]

@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import Any
 
 import llvmlite.ir as ir
-import numpy as np
 
 from solir.errors import UnsupportedOpError
 from solir.ir.core import Op, Value
@@ -402,5 +401,3 @@ class _GenericEmitter:
 def _llname(name: str) -> str:
     return "".join(c if c.isalnum() or c in "._" else "_" for c in name)
 
-
-__all__ = ["np"]
