@@ -81,7 +81,8 @@ class Compilation:
 
     def ir_key(self) -> str:
         return cache_key(print_module(self.module, debug_info=False), repr(self.target),
-                         repr(self.options), VERSION, llvmlite.__version__)
+                         repr(self.options), VERSION, llvmlite.__version__,
+                         build.RUNTIME_SONAME)
 
     def write_artifact(self, out_dir: Path, extra: dict[str, Any] | None = None,
                        progress: Callable[[str], None] | None = None) -> abi.Manifest:

@@ -60,6 +60,7 @@ class _Translator:
         self.source = source
         self.b: Builder = None  # type: ignore[assignment]
         self.eqn_index = 0
+        self.callers: list[str] = []   # source lines of the calls being inlined (outermost first)
         self.eqn: Any = None
 
     # -- driver ----------------------------------------------------------------------------------
@@ -92,7 +93,14 @@ class _Translator:
                         f"jax primitive '{prim}' is not supported", loc=self.b.loc,
                         fix="rewrite it with supported jax.numpy/lax operations, or add a rule to "
                             "solir/frontends/jaxpr.py")
-                outs = self.inline(sub, ins)
+                where, call = self._where(eqn), prim
+                if isinstance(eqn.params.get("name"), str):
+                    call = f"{prim}({eqn.params['name']})"
+                self.callers.append(f"'{call}' at {where}" if where else f"'{call}'")
+                try:
+                    outs = self.inline(sub, ins)
+                finally:
+                    self.callers.pop()
             else:
                 outs = list(fn(self, eqn, ins))
             for var, val in zip(eqn.outvars, outs):
@@ -107,15 +115,24 @@ class _Translator:
         jaxpr, consts = _parts(closed)
         return self.run(jaxpr, consts, dict(zip(jaxpr.invars, ins)))
 
-    def loc_of(self, eqn: Any) -> Loc:
-        where = ""
+    @staticmethod
+    def _where(eqn: Any) -> str:
         try:
             from jax._src import source_info_util
-            where = source_info_util.summarize(eqn.source_info)
+            return source_info_util.summarize(eqn.source_info)
         except Exception:  # noqa: BLE001 (private API; a missing line is not an error)
-            pass
+            return ""
+
+    def loc_of(self, eqn: Any) -> Loc:
+        """Where an equation came from: its own user source line if jax kept one, and the
+        calls it was inlined from (an op inside `jnp.sort` reports the user's call of it)."""
+        where = self._where(eqn)
         text = f"jaxpr equation {self.eqn_index} '{eqn.primitive.name}'"
-        return Loc(f"{text} at {where}" if where else text)
+        if where:
+            text += f" at {where}"
+        if self.callers:
+            text += " inside " + " inside ".join(reversed(self.callers))
+        return Loc(text)
 
     def read(self, atom: Any, env: dict[Any, Value]) -> Value:
         if hasattr(atom, "val") and not hasattr(atom, "count") and type(atom).__name__ == "Literal":

@@ -1,5 +1,10 @@
-"""Object code -> shared library: the kernels plus the thread pool, linked with the system
-C compiler. Artifacts depend on nothing but libc, libm and libpthread."""
+"""Object code -> shared library, linked with the system C compiler.
+
+The thread pool lives in one small runtime library, `libsolir_rt.so.1`, that every model
+library names as a dependency (found next to it through `$ORIGIN`). The dynamic loader
+shares one copy per process by its soname, so all models share one pool and unloading a
+model never unloads code a worker thread is sleeping in. Artifacts depend on nothing else
+but libc, libm and libpthread."""
 
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ from pathlib import Path
 from solir.errors import CompileError
 
 THREADPOOL_C = Path(__file__).with_name("threadpool.c")
+RUNTIME_SONAME = "libsolir_rt.so.1"   # bump the number when the C ABI of the runtime changes
 
 
 def cc() -> str:
@@ -24,27 +30,34 @@ def cc() -> str:
 
 
 @functools.cache
-def threadpool_object(cache_dir: str) -> Path:
+def runtime_library(cache_dir: str) -> Path:
+    """Build (once per source version) and return the path of libsolir_rt.so.1."""
     src = THREADPOOL_C.read_bytes()
     tag = hashlib.sha256(src).hexdigest()[:16]
-    out = Path(cache_dir) / f"threadpool-{tag}.o"
+    out = Path(cache_dir) / f"runtime-{tag}" / RUNTIME_SONAME
     if not out.exists():
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(f".{os.getpid()}.tmp.o")
-        _run([cc(), "-O2", "-fPIC", "-c", str(THREADPOOL_C), "-o", str(tmp)])
+        tmp = out.with_name(f".{os.getpid()}.tmp.so")
+        _run([cc(), "-O2", "-fPIC", "-shared", f"-Wl,-soname,{RUNTIME_SONAME}", str(THREADPOOL_C),
+              "-o", str(tmp), "-lpthread"])
         os.replace(tmp, out)
     return out
 
 
 def link_shared(obj: bytes, out: Path, cache_dir: str) -> None:
+    """Link `obj` into `out` and put the runtime library beside it."""
     out.parent.mkdir(parents=True, exist_ok=True)
+    rt = runtime_library(cache_dir)
     o = out.with_suffix(".o")
     o.write_bytes(obj)
     try:
-        _run([cc(), "-shared", "-o", str(out), str(o), str(threadpool_object(cache_dir)),
+        _run([cc(), "-shared", "-o", str(out), str(o), str(rt), "-Wl,-rpath,$ORIGIN",
               "-lm", "-lpthread"])
     finally:
         o.unlink(missing_ok=True)
+    local = out.parent / RUNTIME_SONAME
+    if not local.exists():
+        shutil.copyfile(rt, local)
 
 
 def _run(cmd: list[str]) -> None:

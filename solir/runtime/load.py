@@ -15,6 +15,28 @@ import numpy as np
 
 from solir.errors import ArgumentError, CacheError, TargetError
 from solir.runtime.abi import Manifest, file_hash
+from solir.runtime.build import RUNTIME_SONAME
+
+# The runtime library (thread pool) is loaded once and never unloaded: worker threads sleep in
+# its code. Native calls are serialized process-wide because the pool's thread count is global.
+_RT_FFI = cffi.FFI()
+_RT_FFI.cdef("void solir_set_num_threads(int); int solir_get_num_threads(void);")
+_rt: Any = None
+_call_lock = threading.Lock()
+
+
+def _runtime(directory: Path) -> Any:
+    global _rt
+    if _rt is None:
+        path = directory / RUNTIME_SONAME
+        if not path.exists():
+            raise CacheError(f"{path} is missing (the runtime library belongs beside the model)",
+                             fix="recompile the module")
+        try:
+            _rt = _RT_FFI.dlopen(str(path.resolve()))
+        except OSError as e:
+            raise CacheError(f"cannot load {path}: {e}", fix="recompile the module") from None
+    return _rt
 
 
 def default_num_threads() -> int:
@@ -50,9 +72,9 @@ class CompiledModule:
             raise TargetError(f"artifact {self.directory} was built for target '{m.target}' but this "
                               f"CPU lacks {', '.join(missing)}",
                               fix="recompile with --target host (or a target this CPU runs)")
+        self._rt = _runtime(self.directory)
         self.ffi = cffi.FFI()
-        self.ffi.cdef(f"int32_t {m.entry}(void **, void **, void *);"
-                      "void solir_set_num_threads(int); int solir_get_num_threads(void);")
+        self.ffi.cdef(f"int32_t {m.entry}(void **, void **, void *);")
         try:
             self.lib = self.ffi.dlopen(str(lib_path.resolve()))
             self._entry = getattr(self.lib, m.entry)
@@ -65,17 +87,13 @@ class CompiledModule:
         self._workspace_array = np.empty(m.workspace_bytes + 64, np.uint8)
         addr = self._workspace_array.__array_interface__["data"][0]
         self._workspace = self.ffi.cast("void *", addr + (-addr % 64))
-        self._lock = threading.Lock()
         self.set_num_threads(num_threads or default_num_threads())
 
-    @property
-    def num_threads(self) -> int:
-        return int(self.lib.solir_get_num_threads())
-
     def set_num_threads(self, n: int) -> None:
-        if n < 1:
-            raise ArgumentError(f"num_threads must be at least 1, got {n}")
-        self.lib.solir_set_num_threads(int(n))
+        """Threads this module's parallel loops use (the caller's thread included)."""
+        if not isinstance(n, int) or n < 1:
+            raise ArgumentError(f"num_threads must be a positive integer, got {n!r}")
+        self.num_threads = n
 
     def check_args(self, args: Sequence[Any]) -> list[np.ndarray]:
         m = self.manifest
@@ -101,7 +119,9 @@ class CompiledModule:
         arrays = self.check_args(args)
         outs = [np.empty(shape, dtype) for shape, dtype in self.out_types]
         cast = self.ffi.cast
-        with self._lock:
+        with _call_lock:
+            if self._rt.solir_get_num_threads() != self.num_threads:
+                self._rt.solir_set_num_threads(self.num_threads)
             for k, a in enumerate(arrays):
                 self._inputs[k] = cast("void *", a.__array_interface__["data"][0])
             for k, o in enumerate(outs):

@@ -1,4 +1,4 @@
-/* solir's thread pool, linked into every artifact.
+/* solir's runtime library (libsolir_rt.so.1): the thread pool every model library shares.
  *
  * solir_parallel_for(fn, ctx, n) runs fn(ctx, begin, end) over [0, n) in chunks. Chunks are
  * taken from an atomic counter, so when another process takes a core the remaining chunks
@@ -34,6 +34,7 @@ static uint64_t generation = 0;
 static int num_threads = 1;      /* including the caller */
 static int started = 0;          /* worker threads created */
 static pthread_t threads[MAX_THREADS];
+static pthread_mutex_t busy = PTHREAD_MUTEX_INITIALIZER;   /* one parallel job at a time */
 
 static void release(job_t *j) {
     if (atomic_fetch_sub(&j->refs, 1) == 1) free(j);
@@ -91,8 +92,11 @@ void solir_parallel_for(solir_chunk_fn fn, void **ctx, int64_t n) {
         if (n > 0) fn(ctx, 0, n);
         return;
     }
+    /* Another thread of the process is running a parallel job: do this one alone rather than
+     * wait for it (the results are the same, the pool is busy anyway). */
+    if (pthread_mutex_trylock(&busy) != 0) { fn(ctx, 0, n); return; }
     job_t *j = malloc(sizeof(job_t));
-    if (j == NULL) { fn(ctx, 0, n); return; }
+    if (j == NULL) { pthread_mutex_unlock(&busy); fn(ctx, 0, n); return; }
     int64_t chunks = (int64_t)(workers + 1) * 4;
     if (chunks > n) chunks = n;
     j->fn = fn; j->ctx = ctx; j->n = n; j->grain = (n + chunks - 1) / chunks;
@@ -109,4 +113,5 @@ void solir_parallel_for(solir_chunk_fn fn, void **ctx, int64_t n) {
     current = NULL;
     pthread_mutex_unlock(&mu);
     release(j);
+    pthread_mutex_unlock(&busy);
 }

@@ -125,15 +125,15 @@ def _erf_inv_scalar(y: float) -> float:
         return -math.inf if y == -1 else math.nan
     if y >= 1:
         return math.inf if y == 1 else math.nan
-    # Giles' single-precision approximation, refined by Newton steps on erf in float64.
-    w = -math.log((1.0 - y) * (1.0 + y))
-    x = y * (1.5 if w < 5 else 3.0)
-    for _ in range(60):
-        err = math.erf(x) - y
-        x -= err / (2.0 / math.sqrt(math.pi) * math.exp(-x * x))
-        if abs(err) < 1e-17:
-            break
-    return x
+    # erf is monotone: bisect in float64 (|erf_inv(y)| < 6 for every y a double can hold < 1).
+    lo, hi = -6.0, 6.0
+    for _ in range(80):
+        mid = 0.5 * (lo + hi)
+        if math.erf(mid) < y:
+            lo = mid
+        else:
+            hi = mid
+    return 0.5 * (lo + hi)
 
 
 _erf_inv = _vec(_erf_inv_scalar)
@@ -147,7 +147,8 @@ def _convert_ref(attrs: dict[str, Any], x: np.ndarray) -> np.ndarray:
         info = np.iinfo(dst.numpy)
         xf = np.nan_to_num(x.astype(np.float64), nan=0.0)
         return np.clip(np.trunc(xf), info.min, info.max).astype(dst.numpy)
-    return x.astype(dst.numpy)
+    with np.errstate(over="ignore"):   # overflow to +-inf is the defined result
+        return x.astype(dst.numpy)
 
 
 def _select_ref(attrs: dict[str, Any], pred: np.ndarray, *cases: np.ndarray) -> np.ndarray:
