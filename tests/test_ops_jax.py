@@ -226,3 +226,35 @@ def test_pooling(kind):
     else:
         fn = lambda x: jax.lax.reduce_window(x, 0.0, jax.lax.add, (1, 1, 2, 2), (1, 1, 2, 2), "VALID") / 4
     check(fn, x)
+
+
+def test_scatter_forms():
+    x = data((6, 4))
+    idx = np.array([4, 0, 4, 9, -1], np.int32)        # a repeat and two out of bounds (dropped)
+    upd = data((5, 4), 3)
+    check(lambda x, i, u: (x.at[i].add(u), x.at[i].max(u), x.at[i].min(u), x.at[i].multiply(u)),
+          x, idx, upd)
+    check(lambda x, i, u: x.at[i[:2]].set(u[:2]), x, idx, upd)     # unique: the order is moot
+    check(lambda x, i, u: x.at[:, i[1:3] % 4].add(u), x, idx, data((6, 2), 4))
+    check(lambda x, i, u: x.at[i].add(u, mode="clip"), x, idx, upd)
+    check(lambda x, u: x.at[1:3, 2].add(u[0, :2]), x, upd)
+
+
+def test_gather_gradients():
+    table = data((10, 4))
+    ids = np.array([[1, 9, 0], [3, 3, 7]], np.int32)
+    check(jax.grad(lambda t, i: jnp.sum(jnp.sin(t[i]))), table, ids)
+    x, j = data((3, 5)), np.array([[4, 0], [1, 1], [2, 3]], np.int32)
+    check(jax.grad(lambda x, j: jnp.sum(jnp.take_along_axis(x, j, axis=1) ** 2)), x, j)
+
+
+@pytest.mark.parametrize("window,strides,padding", [
+    ((1, 2, 2, 1), (1, 2, 2, 1), "VALID"), ((1, 3, 3, 1), (1, 2, 2, 1), "SAME"),
+    ((1, 3, 2, 1), (1, 1, 1, 1), "VALID")])
+def test_max_and_min_pool_gradients(window, strides, padding):
+    x = data((2, 7, 6, 3))
+    for init, op in ((-jnp.inf, jax.lax.max), (jnp.inf, jax.lax.min)):
+        def pool_loss(x, init=init, op=op):
+            y = jax.lax.reduce_window(x, init, op, window, strides, padding)
+            return jnp.sum(jnp.tanh(y))
+        check(jax.grad(pool_loss), x)

@@ -339,6 +339,42 @@ def _gather(t: _Translator, eqn: Any, ins: list[Value]) -> list[Value]:
     return [t.b.op("tensor.gather", ins, attrs).result]
 
 
+_SCATTER = {"scatter": "set", "scatter-add": "add", "scatter_add": "add", "scatter-mul": "mul",
+            "scatter_mul": "mul", "scatter-min": "min", "scatter_min": "min",
+            "scatter-max": "max", "scatter_max": "max"}
+
+
+@rule(*_SCATTER)
+def _scatter(t: _Translator, eqn: Any, ins: list[Value]) -> list[Value]:
+    p = eqn.params
+    dn = p["dimension_numbers"]
+    if eqn.primitive.name == "scatter" and p.get("update_jaxpr") is not None:
+        raise UnsupportedOpError("scatter with a custom update computation (x.at[i].apply)",
+                                 loc=t.b.loc, fix="use .at[i].set/add/multiply/min/max")
+    attrs = {
+        "update_window_dims": tuple(dn.update_window_dims),
+        "inserted_window_dims": tuple(dn.inserted_window_dims),
+        "scatter_dims_to_operand_dims": tuple(dn.scatter_dims_to_operand_dims),
+        "operand_batching_dims": tuple(getattr(dn, "operand_batching_dims", ())),
+        "scatter_indices_batching_dims": tuple(getattr(dn, "scatter_indices_batching_dims", ())),
+        "combiner": _SCATTER[eqn.primitive.name],
+        "mode": "clip" if "clip" in str(p.get("mode", "")).lower() else "drop",
+    }
+    return [t.b.op("tensor.scatter", ins, attrs).result]
+
+
+@rule("select_and_scatter_add")
+def _select_and_scatter_add(t: _Translator, eqn: Any, ins: list[Value]) -> list[Value]:
+    p = eqn.params
+    select = {"ge": "max", "gt": "max", "le": "min", "lt": "min"}.get(p["select_prim"].name)
+    if select is None:
+        raise UnsupportedOpError(f"select_and_scatter_add selecting with {p['select_prim'].name}",
+                                 loc=t.b.loc)
+    return [t.op("tensor.select_and_scatter_add", ins[0], ins[1], select=select,
+                 window=tuple(p["window_dimensions"]), strides=tuple(p["window_strides"]),
+                 padding=tuple(tuple(pp) for pp in p["padding"]))]
+
+
 # ---- reductions -------------------------------------------------------------------------------------
 
 for _kind in ("sum", "max", "min", "prod", "and", "or"):

@@ -9,7 +9,7 @@ from typing import Any
 
 from solir.ir.attrs import AffineMap
 from solir.ir.core import Builder, Module, Op, Value
-from solir.ir.ops.kernel import build_generic
+from solir.ir.ops.kernel import LOOP_NESTS, build_generic
 from solir.ir.registry import STRUCTURAL, OpDef, register
 from solir.lower.pipeline import PassContext, pass_
 
@@ -54,7 +54,7 @@ def bufferize(module: Module, ctx: PassContext) -> Module:
         for v in ret.operands:
             root = storage_root(v)
             owner = getattr(root.owner, "name", "")
-            if root in args or owner != "kernel.generic" or root in claimed:
+            if root in args or owner not in LOOP_NESTS or root in claimed:
                 v = _copy(f.body, ret, v)
                 root = v
             claimed.add(root)

@@ -84,5 +84,7 @@ def decompose(module: Module, ctx: PassContext) -> Module:
 
     for f in module.funcs:
         rewrite_block(f.body, rewrite)
+    from solir.lower.canonicalize import cse
+    cse(module)      # decompositions repeat constants; share them
     return module
 

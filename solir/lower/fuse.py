@@ -17,6 +17,7 @@ import numpy as np
 
 from solir.ir.attrs import AffineMap
 from solir.ir.core import Block, Builder, Module, Op, Value, make_op, users
+from solir.ir.registry import all_ops
 from solir.lower.pipeline import PassContext, pass_
 from solir.lower.rewrite import clone_op, dce
 
@@ -204,7 +205,22 @@ def canonicalize_kernels(module: Module, ctx: PassContext) -> Module:
             if op.name == "kernel.generic":
                 f.body.ops[k] = _tidy_generic(op)
                 mapping.update(zip(op.results, f.body.ops[k].results))
+        dce(f.body)
     return module
+
+
+def _splat_value(v: Value) -> np.ndarray | None:
+    """The single value of a constant whose elements are all equal, as a 0-d array."""
+    owner = v.owner
+    if getattr(owner, "name", "") != "tensor.constant":
+        return None
+    arr = owner.attrs["value"]      # type: ignore[union-attr]
+    if arr.size == 0:
+        return None
+    first = arr.reshape(-1)[:1]
+    if not np.array_equal(arr, np.broadcast_to(first.reshape(()), arr.shape), equal_nan=True):
+        return None
+    return first.reshape(())
 
 
 def _tidy_generic(op: Op) -> Op:
@@ -217,8 +233,17 @@ def _tidy_generic(op: Op) -> Op:
     arg_map: dict[Value, Value] = {}
     input_map: dict[int, int] = {}
     block = Block()
+    splats: list[Op] = []
     for j, (v, m, p, a) in enumerate(zip(op.operands, maps, pads, body.args)):
         if a not in used and j not in read_inputs:
+            continue
+        value = _splat_value(v)
+        if value is not None and m is not None and p is None and j not in read_inputs:
+            # a constant with one value everywhere becomes a constant in the body
+            const = make_op(all_ops()["tensor.constant"], [], [a.type], {"value": value}, op.loc,
+                            [], [a.name])
+            splats.append(const)
+            arg_map[a] = const.results[0]
             continue
         key = (id(v), str(m), repr(p)) if j not in read_inputs else ("read", j)
         if key in key_to_new:
@@ -234,6 +259,7 @@ def _tidy_generic(op: Op) -> Op:
         arg_map[a] = new_args[-1]
     # share equal body ops (index computations repeated by fusion)
     seen: dict[Any, Value] = {}
+    block.ops.extend(splats)
     for inner in body.ops:
         new = clone_op(inner, arg_map)
         if inner.name == "kernel.read":

@@ -4,6 +4,7 @@ buffer is dead. Offsets are fixed at compile time, so a call allocates nothing."
 from __future__ import annotations
 
 from solir.ir.core import Module, Value
+from solir.ir.ops.kernel import LOOP_NESTS
 from solir.lower.bufferize import storage_root
 from solir.lower.pipeline import PassContext, pass_
 
@@ -36,7 +37,7 @@ def plan_memory(module: Module, ctx: PassContext) -> Module:
                     still.append((end, v, off, size))
             live = still
             free = _coalesce(free)
-            if op.name != "kernel.generic":
+            if op.name not in LOOP_NESTS:
                 continue
             placements = []
             for r in op.results:

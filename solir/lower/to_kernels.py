@@ -1,14 +1,15 @@
-"""lower-to-kernels: every tensor op becomes a kernel.generic through its registry `lower`.
+"""lower-to-kernels: every tensor op becomes a kernel.generic (or kernel.scatter) through its registry `lower`.
 Only constants, merging reshapes (buffer views) and the return survive."""
 
 from __future__ import annotations
 
 from solir.errors import UnsupportedOpError
 from solir.ir.core import Builder, Module, Op, Value
+from solir.ir.ops.kernel import LOOP_NESTS
 from solir.lower.pipeline import PassContext, pass_
 from solir.lower.rewrite import rewrite_block
 
-KEEP = {"tensor.constant", "return", "kernel.generic", "kernel.view"}
+KEEP = {"tensor.constant", "return", "kernel.view", *LOOP_NESTS}
 
 
 @pass_("lower-to-kernels")

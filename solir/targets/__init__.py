@@ -24,6 +24,7 @@ class Target:
     l3_kib: int = 8192
     fn_attrs: tuple[tuple[str, str], ...] = ()   # LLVM function attributes, e.g. vector width
     requires: tuple[str, ...] = ()     # CPU features (as /proc/cpuinfo names) needed to run it
+    llvm_options: tuple[str, ...] = ()  # LLVM command-line options (backend workarounds)
     description: str = ""
     arch: str = field(default="x86_64")
 
@@ -64,7 +65,9 @@ TARGETS: dict[str, Target] = {t.name: t for t in [
            description="RISC-V RV64GCV (vector extension, VLEN >= 128)"),
     # LLVM's VE backend lowers vectors only through its VVP intrinsics, not generic vector IR,
     # so VE gets scalar code (vector_bits = one f32) until solir emits VVP.
-    Target("ve", "ve-unknown-linux-gnu", "", "", 32, 64, arch="ve",
+    # -disable-lsr: LLVM 22's VE backend asserts (APInt width) on loops that loop strength
+    # reduction rewrites around calls (any loop calling libm twice).
+    Target("ve", "ve-unknown-linux-gnu", "", "", 32, 64, arch="ve", llvm_options=("-disable-lsr",),
            description="NEC SX-Aurora TSUBASA vector engine (LLVM VE backend, scalar code)"),
 ]}
 

@@ -66,7 +66,7 @@ def assembly(llmod: ir.Module, target: Target) -> str:
 def _codegen(llmod: ir.Module, target: Target, kind: str) -> bytes | str:
     """Object code or assembly. Backends for other architectures can abort the process on
     IR they do not support (LLVM's UNREACHABLE), so cross targets run in a child process."""
-    if not target.can_link_here:
+    if not target.can_link_here or target.llvm_options:
         return _codegen_isolated(llmod, target, kind)
     mod = optimize(llmod, target)
     tm = target_machine(target)
@@ -99,6 +99,8 @@ def _child_main() -> None:
 
     text, target, kind = pickle.loads(sys.stdin.buffer.read())
     _init()
+    for option in target.llvm_options:   # process-wide, hence only in this child process
+        llvm.set_option("", option)
     mod = llvm.parse_assembly(_fix_attrs(text, target))
     mod.verify()
     tm = target_machine(target)

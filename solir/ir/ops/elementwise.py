@@ -16,7 +16,6 @@ from solir.ir.registry import ELEMENTWISE, OpDef, register
 from solir.ir.types import DType, TensorType, i1
 from solir.lower.llvm.element import ElementEmitter
 
-
 # ---- type rules -----------------------------------------------------------------------------
 
 def _same(types: list[TensorType], attrs: dict[str, Any]) -> list[TensorType]:

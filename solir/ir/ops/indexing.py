@@ -247,3 +247,140 @@ register(OpDef(name="tensor.gather", operands=("x", "indices"), attrs=("slice_si
                infer=_infer_gather, reference=_ref_gather, lower=_lower_gather, kind=STRUCTURAL,
                doc="XLA gather with the index vector in the last dim of `indices`. mode 'clip' "
                    "clamps starts; 'fill' yields fill_value for slices that do not fit."))
+
+
+# ---- scatter -------------------------------------------------------------------------------------
+
+_SCATTER_KEYS = ("update_window_dims", "inserted_window_dims", "scatter_dims_to_operand_dims",
+                 "operand_batching_dims", "scatter_indices_batching_dims")
+
+
+def _scatter_dims(attrs: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(attrs.get(k) or ()) for k in _SCATTER_KEYS}
+
+
+def _scatter_layout(x: TensorType, idx: TensorType, upd: TensorType,
+                    attrs: dict[str, Any]) -> tuple[list[int], list[int], list[int]]:
+    """(update dims that pick an index vector, operand window dims, each window dim's size)."""
+    s = _scatter_dims(attrs)
+    scatter_dims = [d for d in range(upd.rank) if d not in s["update_window_dims"]]
+    window = [d for d in range(x.rank)
+              if d not in s["inserted_window_dims"] + s["operand_batching_dims"]]
+    return scatter_dims, window, [upd.shape[d] for d in s["update_window_dims"]]
+
+
+def _infer_scatter(types: list[TensorType], attrs: dict[str, Any]) -> list[TensorType]:
+    x, idx, upd = types
+    s = _scatter_dims(attrs)
+    if not idx.dtype.is_int:
+        raise ValueError(f"indices must be integers, got {idx.dtype}")
+    if upd.dtype != x.dtype:
+        raise ValueError(f"updates {upd} must have the operand's dtype {x.dtype}")
+    if idx.rank == 0 or idx.shape[-1] != len(s["scatter_dims_to_operand_dims"]):
+        raise ValueError(f"the last dim of indices {idx} must have one entry per "
+                         f"scatter_dims_to_operand_dims dim ({len(s['scatter_dims_to_operand_dims'])})")
+    scatter_dims, window, sizes = _scatter_layout(x, idx, upd, attrs)
+    if len(window) != len(s["update_window_dims"]):
+        raise ValueError(f"update_window_dims {list(s['update_window_dims'])} must list one dim "
+                         f"per operand window dim ({len(window)})")
+    if [upd.shape[d] for d in scatter_dims] != list(idx.shape[:-1]):
+        raise ValueError(f"updates {upd} do not match the batch dims of indices {idx}")
+    for d, n in zip(window, sizes):
+        if n > x.shape[d]:
+            raise ValueError(f"update window of {n} does not fit operand dim {d} of {x}")
+    if attrs.get("combiner", "add") not in ("set", "add", "mul", "max", "min"):
+        raise ValueError("combiner must be set, add, mul, max or min")
+    if attrs.get("mode", "drop") not in ("clip", "drop"):
+        raise ValueError("mode must be 'clip' or 'drop'")
+    return [x]
+
+
+def _scatter_start(x: TensorType, s: dict[str, tuple[int, ...]], window: list[int],
+                   sizes: list[int], d: int) -> tuple[int, int]:
+    """(position in the index vector, largest valid start) of operand dim d."""
+    size = sizes[window.index(d)] if d in window else 1
+    return s["scatter_dims_to_operand_dims"].index(d), x.shape[d] - size
+
+
+def _lower_scatter(op: Op, b: Builder) -> list[Value]:
+    from solir.ir.ops.kernel import build_scatter
+    x, idx, upd = op.operands
+    s = _scatter_dims(op.attrs)
+    scatter_dims, window, sizes = _scatter_layout(x.type, idx.type, upd.type, op.attrs)
+    n = upd.type.rank
+    inputs: list[tuple[Value, AffineMap | None]] = [(upd, AffineMap.identity(n))]
+    for k in range(len(s["scatter_dims_to_operand_dims"])):
+        exprs = tuple(AffineExpr.dim(n, p) for p in scatter_dims) + (AffineExpr.constant(n, k),)
+        inputs.append((idx, AffineMap(n, exprs)))
+    clip = op.attrs.get("mode", "drop") == "clip"
+
+    def body(inner: Builder, args: list[Value]) -> tuple[Value, Value, list[Value]]:
+        value, comps = args[1], args[2:]
+        valid = inner.op("tensor.constant", [], {"value": np.array(True)}).result
+        index = []
+        for d in range(x.type.rank):
+            if d in s["scatter_dims_to_operand_dims"]:
+                k, limit = _scatter_start(x.type, s, window, sizes, d)
+                start = _as_i64(inner, comps[k])
+                if clip:
+                    start = _clamp(inner, start, 0, limit)
+                else:
+                    ok = inner("tensor.and", inner("tensor.ge", start, _const(inner, 0)),
+                               inner("tensor.le", start, _const(inner, limit)))
+                    valid = inner("tensor.and", valid, ok)
+            elif d in s["operand_batching_dims"]:
+                j = s["scatter_indices_batching_dims"][s["operand_batching_dims"].index(d)]
+                start = inner.op("kernel.index", [], {"dim": scatter_dims[j]}).result
+            else:
+                start = _const(inner, 0)
+            if d in window:
+                pos = inner.op("kernel.index", [], {"dim": s["update_window_dims"][window.index(d)]})
+                start = inner("tensor.add", start, pos.result)
+            index.append(start)
+        return value, valid, index
+
+    return [build_scatter(b, x, upd.type.shape, inputs, body, op.attrs.get("combiner", "add"),
+                          name=f"scatter_{op.attrs.get('combiner', 'add')}", loc=op.loc)]
+
+
+def _ref_scatter(attrs: dict[str, Any], x: np.ndarray, idx: np.ndarray, upd: np.ndarray) -> np.ndarray:
+    """Straight from the XLA scatter definition, one update element at a time (tests only)."""
+    s = _scatter_dims(attrs)
+    xt, it, ut = (TensorType(a.shape, DType.from_numpy(a.dtype)) for a in (x, idx, upd))
+    scatter_dims, window, sizes = _scatter_layout(xt, it, ut, attrs)
+    clip = attrs.get("mode", "drop") == "clip"
+    comb = attrs.get("combiner", "add")
+    out = x.copy()
+    for u in np.ndindex(*upd.shape):
+        g = tuple(u[d] for d in scatter_dims)
+        vec = idx[g]
+        full, ok = [], True
+        for d in range(x.ndim):
+            if d in s["scatter_dims_to_operand_dims"]:
+                k, limit = _scatter_start(xt, s, window, sizes, d)
+                st = int(vec[k])
+                if clip:
+                    st = min(max(st, 0), limit)
+                ok &= 0 <= st <= limit
+            elif d in s["operand_batching_dims"]:
+                st = g[s["scatter_indices_batching_dims"][s["operand_batching_dims"].index(d)]]
+            else:
+                st = 0
+            if d in window:
+                st += u[s["update_window_dims"][window.index(d)]]
+            full.append(st)
+        if not ok:
+            continue
+        t = tuple(full)
+        v = upd[u]
+        out[t] = {"set": lambda a, b: b, "add": lambda a, b: a + b, "mul": lambda a, b: a * b,
+                  "max": max, "min": min}[comb](out[t], v)
+    return out
+
+
+register(OpDef(name="tensor.scatter", operands=("x", "indices", "updates"),
+               optional_attrs={**{k: () for k in _SCATTER_KEYS}, "combiner": "add", "mode": "drop"},
+               infer=_infer_scatter, reference=_ref_scatter, lower=_lower_scatter, kind=STRUCTURAL,
+               doc="XLA scatter with the index vector in the last dim of `indices`: combine each "
+                   "update window into x (set, add, mul, max, min). mode 'drop' skips windows "
+                   "that do not fit; 'clip' clamps their starts."))

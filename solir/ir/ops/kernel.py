@@ -25,6 +25,8 @@ from solir.ir.registry import KERNEL, OpDef, register
 from solir.ir.types import DType, TensorType, i64, scalar
 
 COMBINERS = ("add", "mul", "max", "min", "and", "or", "argmax", "argmin")
+SCATTER_COMBINERS = ("set", "add", "mul", "max", "min")
+LOOP_NESTS = ("kernel.generic", "kernel.scatter")   # kernel ops that own an output buffer
 
 
 def generic_result_shape(dims: Sequence[int], iterators: str) -> tuple[int, ...]:
@@ -164,6 +166,95 @@ register(OpDef(
     infer=_infer_read,
     doc="Read input `input` of the enclosing generic at computed indices (gather, "
         "dynamic_slice). mode 'clip' clamps each index; 'fill' yields `fill` out of bounds."))
+
+
+# ---- kernel.scatter: a loop nest whose stores go to computed indices --------------------------
+
+def _verify_scatter(op: Op) -> str | None:
+    a = op.attrs
+    dims, maps = a["dims"], a["maps"]
+    if not op.operands:
+        return "needs the initial tensor as its first input"
+    init = op.operands[0].type
+    if len(maps) != len(op.operands) or maps[0] is not None:
+        return "needs one map per input, and none (`None`) for the initial tensor"
+    for i, (m, v) in enumerate(zip(maps[1:], op.operands[1:]), 1):
+        if m is not None and (m.n_dims != len(dims) or len(m.exprs) != v.type.rank or m.divides):
+            return f"map {i} is {m} but input {i} is {v.type} in a {len(dims)}-d domain"
+    if a["combiner"] not in SCATTER_COMBINERS:
+        return f"unknown combiner {a['combiner']!r}; expected one of {', '.join(SCATTER_COMBINERS)}"
+    body = op.regions[0] if op.regions else None
+    if body is None or not body.ops or body.ops[-1].name != "kernel.yield":
+        return "the body must end with kernel.yield"
+    ys = body.ops[-1].operands
+    if len(ys) != 2 + init.rank:
+        return f"the body must yield (value, valid, {init.rank} indices), got {len(ys)} values"
+    if ys[0].type != scalar(init.dtype) or ys[1].type != scalar(DType.I1):
+        return f"the body yields {ys[0].type}, {ys[1].type}; expected {scalar(init.dtype)}, i1"
+    if any(y.type != scalar(i64) for y in ys[2:]):
+        return "scatter indices must be i64 scalars"
+    if len(op.results) != 1 or op.results[0].type != init:
+        return f"the result must have the initial tensor's type {init}"
+    return None
+
+
+def _interpret_scatter(op: Op, arrays: list[np.ndarray],
+                       run_block: Callable[[Block, list[Any], dict], list[Any]]) -> list[np.ndarray]:
+    a = op.attrs
+    dims = tuple(a["dims"])
+    grids = list(np.indices(dims, sparse=True)) if dims else []
+    loaded = [arr if m is None else gather_affine(arr, m, grids, None)
+              for arr, m in zip(arrays, a["maps"])]
+    value, valid, *idx = (np.broadcast_to(np.asarray(v), dims).ravel()
+                          for v in run_block(op.regions[0], loaded, {"grids": grids, "inputs": arrays}))
+    out = arrays[0].copy()
+    ok = valid.astype(bool)
+    for i, n in zip(idx, out.shape):
+        ok &= (i >= 0) & (i < n)
+    where = tuple(i[ok] for i in idx)
+    value = value[ok].astype(out.dtype)
+    comb = a["combiner"]
+    if comb == "set":
+        for k in range(len(value)):      # in iteration order: the last write wins
+            out[tuple(w[k] for w in where)] = value[k]
+    else:
+        {"add": np.add, "mul": np.multiply, "max": np.maximum, "min": np.minimum}[comb].at(
+            out, where, value)
+    return [out]
+
+
+register(OpDef(
+    name="kernel.scatter", operands=("init", "*inputs"), infer=None,  # type: ignore[arg-type]
+    attrs=("dims", "maps", "combiner"), optional_attrs={"kernel": ""},
+    verify=_verify_scatter, reference=_interpret_scatter, kind=KERNEL, has_region=True,
+    doc="Copy `init`, then at each point of `dims` combine the yielded value into the element "
+        "at the yielded indices (skipped when `valid` is false or an index is out of bounds). "
+        "Runs serially in row-major order, so 'set' keeps the last write."))
+
+
+def build_scatter(b: Builder, init: Value, dims: Sequence[int],
+                  inputs: Sequence[tuple[Value, AffineMap | None]],
+                  body: Callable[[Builder, list[Value]], tuple[Value, Value, list[Value]]],
+                  combiner: str, *, name: str = "", loc: Loc | None = None) -> Value:
+    """Build a kernel.scatter; `body(inner, args)` returns (value, valid, indices), where args
+    has one element per input (the first, for `init`, is not loaded)."""
+    block = Block()
+    all_inputs = [(init, None)] + list(inputs)
+    args = [block.add_arg(scalar(v.type.dtype), f"{v.name}_e" if v.name else "")
+            for v, _ in all_inputs]
+    inner = Builder(block, loc or b.loc)
+    value, valid, idx = body(inner, args)
+    idx = [i if i.type.dtype == i64 else inner("tensor.convert", i, dtype=i64) for i in idx]
+    inner.op("kernel.yield", [value, valid, *idx], result_types=[])
+    attrs: dict[str, Any] = {"dims": tuple(dims), "maps": tuple(m for _, m in all_inputs),
+                             "combiner": combiner}
+    if name:
+        attrs["kernel"] = name
+    op = b.op("kernel.scatter", [v for v, _ in all_inputs], attrs, result_types=[init.type],
+              regions=[block], loc=loc)
+    if _verify_scatter(op) is not None:  # a lowering bug, not a user error
+        raise VerifyError(f"built an invalid kernel.scatter: {_verify_scatter(op)}", loc=op.loc)
+    return op.result
 
 
 # ---- the helper every `lower` entry uses to build a generic --------------------------------

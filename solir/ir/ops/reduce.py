@@ -8,9 +8,9 @@ import numpy as np
 
 from solir.ir.attrs import AffineExpr, AffineMap
 from solir.ir.core import Builder, Op, Value
-from solir.ir.ops.kernel import build_generic, generic_result_shape
+from solir.ir.ops.kernel import build_generic, build_scatter, generic_result_shape
 from solir.ir.registry import REDUCTION, OpDef, register
-from solir.ir.types import DType, TensorType
+from solir.ir.types import DType, TensorType, i64
 
 
 def _identity_body(inner: Builder, args: list[Value]) -> list[Value]:
@@ -177,3 +177,73 @@ register(OpDef(name="tensor.reduce_window", operands=("x",), attrs=("combiner", 
                infer=_infer_window, reference=_ref_window, lower=_lower_window, kind=REDUCTION,
                doc="Pooling: combine each window (add, max or min); padding contributes the "
                    "combiner's identity."))
+
+
+# ---- select_and_scatter_add (the gradient of max/min pooling) ------------------------------------
+
+def _infer_select_scatter(types: list[TensorType], attrs: dict[str, Any]) -> list[TensorType]:
+    source, x = types
+    if attrs["select"] not in ("max", "min"):
+        raise ValueError(f"select {attrs['select']!r} must be max or min")
+    pooled = _infer_window([x], {**attrs, "combiner": attrs["select"]})[0]
+    if source.shape != pooled.shape or source.dtype != x.dtype:
+        raise ValueError(f"source {source} must match the pooled shape {pooled}")
+    return [x]
+
+
+def _lower_select_scatter(op: Op, b: Builder) -> list[Value]:
+    """Which element of each window was selected (an arg-reduction over the window), then a
+    scatter-add of the source at those positions."""
+    source, x = op.operands
+    sel = op.attrs["select"]
+    attrs = {**op.attrs, "combiner": sel}
+    dims, its, m = _window_map(x.type, attrs)
+    win, strides, pads, _, wind = _window_attrs(x.type.rank, attrs)
+    [which] = build_generic(b, dims, its, [(x, m)], _identity_body, [i64], combiner=f"arg{sel}",
+                            pads=[identity_of(sel, x.type.dtype)], name=f"select_{sel}", loc=op.loc)
+    n = x.type.rank
+    [init] = build_generic(b, x.type.shape, "p" * n, [], lambda inner, args: [inner.op(
+        "tensor.constant", [], {"value": np.zeros((), x.type.dtype.numpy)}).result],
+        [x.type.dtype], name="zeros", loc=op.loc)
+    ident = AffineMap.identity(n)
+
+    def body(inner: Builder, args: list[Value]) -> tuple[Value, Value, list[Value]]:
+        def c(v: int) -> Value:
+            return inner.op("tensor.constant", [], {"value": np.array(v, np.int64)}).result
+        value, flat = args[1], args[2]
+        index = []
+        for d in range(n):
+            inner_size = int(np.prod(win[d + 1:], dtype=np.int64))
+            w = inner("tensor.rem", inner("tensor.div", flat, c(inner_size)), c(win[d]))
+            pos = inner.op("kernel.index", [], {"dim": d}).result
+            index.append(inner("tensor.add", inner("tensor.mul", pos, c(strides[d])),
+                               inner("tensor.sub", inner("tensor.mul", w, c(wind[d])), c(pads[d][0]))))
+        valid = inner.op("tensor.constant", [], {"value": np.array(True)}).result
+        return value, valid, index
+
+    return [build_scatter(b, init, source.type.shape, [(source, ident), (which, ident)], body,
+                          "add", name=f"scatter_select_{sel}", loc=op.loc)]
+
+
+def _ref_select_scatter(attrs: dict[str, Any], source: np.ndarray, x: np.ndarray) -> np.ndarray:
+    win, strides, pads, _, wind = _window_attrs(x.ndim, attrs)
+    better = np.greater if attrs["select"] == "max" else np.less
+    out = np.zeros_like(x)
+    for o in np.ndindex(*source.shape):
+        best, at = None, None
+        for w in np.ndindex(*win):        # the first best element of the window wins
+            i = tuple(oo * s + ww * wd - p[0] for oo, s, ww, wd, p in zip(o, strides, w, wind, pads))
+            if all(0 <= ii < n for ii, n in zip(i, x.shape)) and (best is None or better(x[i], best)):
+                best, at = x[i], i
+        if at is not None:
+            out[at] += source[o]
+    return out
+
+
+register(OpDef(name="tensor.select_and_scatter_add", operands=("source", "x"),
+               attrs=("select", "window"),
+               optional_attrs={"strides": None, "padding": None, "window_dilation": None},
+               infer=_infer_select_scatter, reference=_ref_select_scatter,
+               lower=_lower_select_scatter, kind=REDUCTION,
+               doc="The gradient of max (or min) pooling: add each source element at the position "
+                   "its window selected in x (the first maximum)."))

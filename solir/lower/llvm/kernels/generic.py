@@ -49,7 +49,9 @@ class _GenericEmitter:
             raise UnsupportedOpError(f"kernel.generic with {len(op.results)} results", loc=op.loc)
         a = op.attrs
         self.llmod, self.op, self.target = llmod, op, target
-        self.dims, self.its, self.order = tuple(a["dims"]), a["iterators"], tuple(a["order"])
+        self.dims = tuple(a["dims"])
+        self.its = a.get("iterators") or "p" * len(self.dims)
+        self.order = tuple(a.get("order") or range(len(self.dims)))
         vec = a.get("vector")
         self.vdim, self.width = (vec[0], vec[1]) if vec else (None, 1)
         self.par = a.get("parallel")

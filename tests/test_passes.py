@@ -1,0 +1,47 @@
+"""Golden tests of each pass, FileCheck style: tests/golden/passes/<pass>.sir holds an input
+module, a `// RUN: <pass>` line (the pipeline is run up to and including that pass, for the
+avx2 target) and `// CHECK` lines stating what the output must contain."""
+
+from pathlib import Path
+
+import pytest
+
+from solir.ir.parser import parse_module
+from solir.ir.printer import print_module
+from solir.lower.pipeline import TENSOR_PIPELINE, PassContext, run_pipeline
+from solir.targets import get_target
+from tests.filecheck import directives, filecheck
+
+GOLDEN = Path(__file__).parent / "golden" / "passes"
+
+
+def run_file(path: Path) -> str:
+    text = path.read_text()
+    run = [line.split("RUN:", 1)[1].strip() for line in text.splitlines() if "// RUN:" in line]
+    assert len(run) == 1, f"{path.name} needs one '// RUN: <pass>' line"
+    upto = TENSOR_PIPELINE[: TENSOR_PIPELINE.index(run[0]) + 1]
+    module = run_pipeline(parse_module(text, str(path)), PassContext(get_target("avx2")), passes=upto)
+    return print_module(module, elide=True)
+
+
+def test_every_pass_has_a_golden_file():
+    assert sorted(p.stem for p in GOLDEN.glob("*.sir")) == sorted(TENSOR_PIPELINE)
+
+
+@pytest.mark.parametrize("name", TENSOR_PIPELINE)
+def test_pass_golden(name):
+    path = GOLDEN / f"{name}.sir"
+    checks = directives(path.read_text())
+    assert checks, f"{path.name} has no CHECK lines"
+    filecheck(run_file(path), checks)
+
+
+def test_filecheck_reports_what_failed():
+    out = "a\nb\nc"
+    filecheck(out, [("CHECK", "a"), ("CHECK-NEXT", "b"), ("CHECK-NOT", "z"), ("CHECK", "c")])
+    with pytest.raises(AssertionError, match="CHECK-NEXT: 'c' not found"):
+        filecheck(out, [("CHECK", "a"), ("CHECK-NEXT", "c")])
+    with pytest.raises(AssertionError, match="CHECK-NOT: 'b' found on line 2"):
+        filecheck(out, [("CHECK", "a"), ("CHECK-NOT", "b"), ("CHECK", "c")])
+    with pytest.raises(AssertionError, match="CHECK: 'a' not found"):
+        filecheck(out, [("CHECK", "c"), ("CHECK", "a")])

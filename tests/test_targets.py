@@ -1,0 +1,71 @@
+"""Targets: every one cross-compiles (object code for its architecture, assembly), and the
+generated hot loops use the target's vectors: ymm FMAs on avx2, zmm on avx512, NEON/SVE
+fmla on AArch64, RVV vfmadd/vfmacc on RISC-V."""
+
+import re
+import struct
+
+import numpy as np
+import pytest
+
+import solir
+from solir import zoo
+from solir.driver import Compilation
+from solir.ir.parser import parse_module
+from solir.lower.pipeline import Options
+from solir.targets import TARGETS, get_target, host_target, machine
+
+MULADD = """func @muladd(%a: tensor<64x256xf32>, %b: tensor<64x256xf32>, %c: tensor<64x256xf32>) -> tensor<64x256xf32> {
+  %m = tensor.mul %a, %b : tensor<64x256xf32>
+  %s = tensor.add %m, %c : tensor<64x256xf32>
+  return %s : tensor<64x256xf32>
+}"""
+
+ELF_MACHINE = {"x86_64": 62, "aarch64": 183, "riscv64": 243, "ve": 251}
+
+
+def asm_of(src: str, target: str) -> str:
+    return Compilation(parse_module(src), get_target(target), Options()).as_text("asm")
+
+
+def instructions(asm: str) -> list[str]:
+    return [line.strip() for line in asm.splitlines()
+            if line.startswith("\t") and not line.strip().startswith(".")]
+
+
+@pytest.mark.parametrize("target,fma,register", [
+    ("avx2", r"vfmadd\d+ps", r"%ymm"), ("avx512", r"vfmadd\d+ps", r"%zmm"),
+    ("neon", r"fmla", r"v\d+\.4s"), ("sve", r"fmla", r"z\d+\.s"), ("rvv", r"vf(madd|macc)\.vv", r"v\d+")])
+def test_hot_loop_uses_vector_fma(target, fma, register):
+    ins = instructions(asm_of(MULADD, target))
+    fmas = [i for i in ins if re.match(fma, i)]
+    assert fmas, f"no {fma} in the {target} code"
+    assert all(re.search(register, i) for i in fmas), fmas
+    if target == "avx2":
+        assert not any("%zmm" in i for i in ins), "avx2 code must not use zmm"
+
+
+def test_avx512_prefers_512_bit_vectors():
+    ins = instructions(asm_of(MULADD, "avx512"))
+    assert sum("%zmm" in i for i in ins) > sum("%ymm" in i for i in ins)
+
+
+@pytest.mark.parametrize("target", sorted(TARGETS))
+def test_every_target_cross_compiles(target, rng):
+    """A model with matmuls, reductions, exp/erf and a strided conv: an ELF object for the
+    target's architecture and its assembly."""
+    t = get_target(target)
+    params = zoo.conv_net_params(rng, c1=4, c2=8)
+    x = zoo.normal(rng, 1, 9, 9, 3)
+    lowered = solir.jit(zoo.conv_net_nhwc, target=target).lower(x, params)
+    obj = machine.compile_object(lowered.compilation.llvm(), t)
+    assert obj[:4] == b"\x7fELF"
+    assert struct.unpack_from("<H", obj, 18)[0] == ELF_MACHINE[t.arch]
+    assert lowered.as_text("asm").count("\n") > 20
+
+
+def test_host_target_runs_here(rng):
+    t = host_target()
+    assert t.missing_features() == []
+    x = rng.standard_normal((3, 100)).astype(np.float32)
+    np.testing.assert_array_equal(solir.jit(lambda v: v * 2 + 1, target=t)(x), x * 2 + 1)
