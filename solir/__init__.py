@@ -10,7 +10,7 @@ processors, without changing the model code.
 
 from solir.driver import STAGES, VERSION, compile_module
 from solir.errors import (ArgumentError, CacheError, CompileError, ParseError, PassError,
-                          SolirError, TargetError, UnsupportedOpError, VerifyError)
+                          SolirError, SolirWarning, TargetError, UnsupportedOpError, VerifyError)
 from solir.jit import jit
 from solir.lower.pipeline import Options
 from solir.runtime.load import load

@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 import llvmlite
 
-from solir.errors import CacheError, SolirError
+from solir.errors import CacheError, SolirError, SolirWarning
 from solir.ir.core import Module
 from solir.ir.printer import print_module
 from solir.lower.loops_text import render_loops
@@ -31,10 +31,6 @@ from solir.targets import Target, get_target
 
 VERSION = "0.1.0"
 STAGES = ["tensor", *TENSOR_PIPELINE, "loops", "llvm", "llvm-opt", "asm"]
-
-
-class SolirWarning(UserWarning):
-    """Something solir recovered from by itself (a bad cache entry it rebuilt)."""
 
 
 @dataclasses.dataclass

@@ -51,3 +51,7 @@ class CacheError(SolirError):
 
 class TargetError(SolirError):
     """An unknown target, or an artifact built for features this CPU lacks."""
+
+
+class SolirWarning(UserWarning):
+    """Something solir recovered from by itself (a bad cache entry it rebuilt)."""

@@ -33,6 +33,12 @@ class Compiled:
         leaves, tree = jax.tree_util.tree_flatten((dyn_args, dyn_kwargs))
         if tree != self.in_tree:
             raise ArgumentError(f"arguments have structure {tree}, compiled for {self.in_tree}")
+        for k, (x, dt) in enumerate(zip(leaves, self.leaf_dtypes)):
+            have = getattr(x, "dtype", None)
+            if have is not None and np.dtype(have) != dt:   # python scalars convert, arrays don't
+                raise ArgumentError(f"argument leaf {k} has dtype {np.dtype(have).name}, compiled "
+                                    f"for {dt.name}", fix=f"convert it with .astype(np.{dt.name}), "
+                                    "or call the jitted function, which compiles per dtype")
         return self.call_leaves(leaves)
 
     def call_leaves(self, leaves: list[Any]) -> Any:

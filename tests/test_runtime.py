@@ -1,0 +1,163 @@
+"""The runtime and its errors: argument checks before native code runs, zero-copy inputs,
+the on-disk cache (a second process pays no compile time; a corrupted entry is rebuilt),
+corrupted artifacts, unsupported input naming the user's source line."""
+
+import json
+import os
+import subprocess
+import sys
+import warnings
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import solir
+from solir.runtime.cache import cache_root
+
+
+def affine(x, w):
+    return jnp.tanh(x @ w + 1.0)
+
+
+@pytest.fixture
+def compiled(rng):
+    x, w = rng.standard_normal((4, 8), np.float32), rng.standard_normal((8, 3), np.float32)
+    return solir.jit(affine).lower(x, w).compile(), x, w
+
+
+def test_wrong_shape_dtype_and_count_raise_before_native_code(compiled):
+    c, x, w = compiled
+    with pytest.raises(solir.ArgumentError, match=r"input 0 \(arg0\) expects shape \[4, 8\], got \[4, 9\]"):
+        c(np.zeros((4, 9), np.float32), w)
+    with pytest.raises(solir.ArgumentError, match=r"has dtype float64, compiled for float32"):
+        c(x.astype(np.float64), w)
+    with pytest.raises(solir.ArgumentError, match=r"input 1 \(arg1\) expects dtype f32 \(float32\)"):
+        c.module(x, w.astype(np.float64))
+    with pytest.raises(solir.ArgumentError, match="takes 2 inputs"):
+        c.module(x)
+    with pytest.raises(solir.ArgumentError):
+        c(x)
+
+
+def test_contiguous_inputs_are_not_copied_and_strided_ones_are(compiled, monkeypatch):
+    c, x, w = compiled
+    arrays = c.module.check_args([x, w])
+    assert arrays[0] is x and arrays[1] is w
+    strided = np.asfortranarray(x)
+    assert c.module.check_args([strided, w])[0] is not strided
+    np.testing.assert_allclose(c(strided, w), c(x, w))
+
+
+def test_jit_accepts_jax_arrays_and_pytrees(rng):
+    f = solir.jit(lambda d: {"y": d["a"] * 2, "z": (d["b"].sum(),)})
+    out = f({"a": jnp.ones((3,)), "b": np.arange(4, dtype=np.float32)})
+    assert set(out) == {"y", "z"} and isinstance(out["y"], np.ndarray)
+    np.testing.assert_array_equal(out["y"], [2, 2, 2])
+    assert float(out["z"][0]) == 6.0
+
+
+def test_static_argnums_compile_per_value():
+    f = solir.jit(lambda x, n: x * n, static_argnums=1)
+    x = np.ones(3, np.float32)
+    np.testing.assert_array_equal(f(x, 2), x * 2)
+    np.testing.assert_array_equal(f(x, 3), x * 3)
+    assert len(f._cache) == 2
+
+
+def test_unsupported_primitive_names_it_and_the_source_line():
+    def uses_sort(x):
+        return jnp.sort(x) + 1
+
+    with pytest.raises(solir.UnsupportedOpError) as e:
+        solir.jit(uses_sort)(np.ones(3, np.float32))
+    msg = str(e.value)
+    assert "'sort'" in msg and "test_runtime.py" in msg and "uses_sort" in msg
+
+
+def test_a_second_process_loads_from_the_cache(tmp_path):
+    script = (
+        "import time, numpy as np, jax.numpy as jnp, solir\n"
+        "f = solir.jit(lambda x: jnp.exp(x) * 2)\n"
+        "t = time.perf_counter(); f.lower(np.ones(5, np.float32)).compile()\n"
+        "print(time.perf_counter() - t)\n")
+    env = {**os.environ, "SOLIR_CACHE_DIR": str(tmp_path)}
+    cold = float(subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                                text=True, check=True).stdout)
+    warm = float(subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                                text=True, check=True).stdout)
+    entries = list(tmp_path.glob("*/*/manifest.json"))
+    assert len(entries) == 1
+    assert warm < cold          # the second process did not compile (no LLVM, no linking)
+
+
+def corrupt(path, data):
+    """Replace a file the way a bad copy would: a new file under the old name. (Overwriting a
+    library that is loaded in place would crash any process that mapped it, C or Python.)"""
+    tmp = path.with_suffix(".corrupt")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _entry_of(lowered):
+    return cache_root() / lowered.compilation.ir_key()[:2] / lowered.compilation.ir_key()
+
+
+def test_corrupted_cache_entry_is_rebuilt_with_a_warning(rng):
+    f = solir.jit(lambda x: x * 3 + 1)
+    x = rng.standard_normal(7).astype(np.float32)
+    lowered = f.lower(x)
+    lowered.compile()
+    lib = _entry_of(lowered) / "model.so"
+    corrupt(lib, b"garbage" + lib.read_bytes()[7:])
+    with pytest.warns(solir.SolirWarning, match="bad cache entry"):
+        again = f.lower(x).compile()
+    np.testing.assert_allclose(again(x), x * 3 + 1)
+
+
+def test_corrupted_artifact_raises_cache_error(tmp_path, rng):
+    from solir.ir.parser import parse_module
+    src = "func @f(%x: tensor<4xf32>) -> tensor<4xf32> {\n  %y = tensor.exp %x : tensor<4xf32>\n  return %y : tensor<4xf32>\n}\n"
+    comp = solir.driver.Compilation(parse_module(src), solir.targets.host_target())
+    comp.write_artifact(tmp_path)
+    mod = solir.load(tmp_path)
+    np.testing.assert_allclose(mod(np.zeros(4, np.float32))[0], np.ones(4))
+    corrupt(tmp_path / "model.so", b"\x7fELF truncated")
+    with pytest.raises(solir.CacheError, match="does not match the hash"):
+        solir.load(tmp_path)
+    corrupt(tmp_path / "manifest.json", b"{not json")
+    with pytest.raises(solir.CacheError):
+        solir.load(tmp_path)
+    manifest = tmp_path / "manifest.json"
+    manifest.unlink()
+    with pytest.raises(solir.CacheError):
+        solir.load(tmp_path)
+
+
+def test_foreign_artifact_is_refused(tmp_path):
+    from solir.ir.parser import parse_module
+    src = "func @f(%x: tensor<4xf32>) -> tensor<4xf32> {\n  %y = tensor.exp %x : tensor<4xf32>\n  return %y : tensor<4xf32>\n}\n"
+    comp = solir.driver.Compilation(parse_module(src), solir.targets.get_target("neon"))
+    comp.write_artifact(tmp_path)
+    assert (tmp_path / "model.o").exists()
+    with pytest.raises(solir.TargetError, match="aarch64"):
+        solir.load(tmp_path)
+    m = json.loads((tmp_path / "manifest.json").read_text())
+    assert m["target"] == "neon" and m["inputs"][0]["shape"] == [4]
+
+
+def test_num_threads_is_validated(compiled):
+    c, x, w = compiled
+    with pytest.raises(solir.ArgumentError):
+        c.module.set_num_threads(0)
+    os.environ["SOLIR_NUM_THREADS"] = "lots"
+    try:
+        with pytest.raises(solir.ArgumentError, match="SOLIR_NUM_THREADS"):
+            from solir.runtime.load import default_num_threads
+            default_num_threads()
+    finally:
+        del os.environ["SOLIR_NUM_THREADS"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        c.module.set_num_threads(2)
+        np.testing.assert_allclose(c(x, w), affine(x, w), rtol=2e-5, atol=2e-5)
