@@ -1,0 +1,176 @@
+"""solir against its peers on the PERF.md workloads, side by side in one run.
+
+    python benchmarks/run.py                      # quick set, 1 and 2 threads
+    python benchmarks/run.py --all --repeats 15   # every workload
+    python benchmarks/run.py -w gemm_512 -w softmax --threads 1 --markdown
+
+Each thread count runs in its own worker process, pinned to that many CPUs before any
+framework starts (so every peer gets the same cores): solir with SOLIR_NUM_THREADS, XLA
+with its intra-op thread flags. Inside a worker the peers are timed in interleaved rounds
+(solir, jax, solir, jax, ...) so that drift on this shared machine hits all of them alike;
+each sample is the mean of enough back-to-back calls to last ~20 ms, and the table shows
+the median of the samples. Results are checked against jax before anything is timed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+# The machine's limits, measured for PERF.md (fp32 FMA peak with independent ymm chains, and
+# STREAM triad), by thread count.
+PEAK_GFLOPS = {1: 101.0, 2: 125.0}
+STREAM_GBS = {1: 22.7, 2: 24.0}
+
+
+# -- worker: one thread count, every workload --------------------------------------------------------
+def _pin(threads: int) -> None:
+    cpus = sorted(os.sched_getaffinity(0))[:threads]
+    os.sched_setaffinity(0, cpus)
+    os.environ["SOLIR_NUM_THREADS"] = str(threads)
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                               f" --xla_cpu_multi_thread_eigen={'true' if threads > 1 else 'false'}"
+                               f" intra_op_parallelism_threads={threads}")
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+
+def _sample(fn: Callable[[], Any], inner: int) -> float:
+    t = time.perf_counter()
+    for _ in range(inner):
+        fn()
+    return (time.perf_counter() - t) / inner
+
+
+def _calibrate(fn: Callable[[], Any], target_s: float = 0.02) -> int:
+    one = _sample(fn, 1)
+    return max(1, min(1000, int(target_s / max(one, 1e-7))))
+
+
+def worker(names: list[str], threads: int, repeats: int) -> None:
+    _pin(threads)
+    import jax
+    import numpy as np
+
+    import solir
+    from benchmarks.workloads import WORKLOADS
+
+    for name in names:
+        w = WORKLOADS[name]
+        args = w.inputs(seed=0)
+        row: dict[str, Any] = {"workload": name, "threads": threads, "flops": w.flops,
+                               "bytes": w.bytes, "bound": w.bound}
+        # solir: cold compile into an empty cache, then a cached load in a fresh jit object
+        with tempfile.TemporaryDirectory() as cache:
+            os.environ["SOLIR_CACHE_DIR"] = cache
+            t = time.perf_counter()
+            compiled = solir.jit(w.fn).lower(*args).compile()
+            row["solir_compile_s"] = time.perf_counter() - t
+            t = time.perf_counter()
+            compiled = solir.jit(w.fn).lower(*args).compile()
+            row["solir_cached_s"] = time.perf_counter() - t
+            got = compiled(*args)
+        jitted = jax.jit(w.fn)
+        jargs = jax.device_put(args)
+        t = time.perf_counter()
+        want = jax.block_until_ready(jitted(*jargs))
+        row["jax_compile_s"] = time.perf_counter() - t
+        err = max(float(np.max(np.abs(np.asarray(g) - np.asarray(x)) / (1 + np.abs(np.asarray(x)))))
+                  for g, x in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)))
+        row["max_rel_err"] = err
+        if err > 1e-3:
+            row["error"] = f"solir disagrees with jax (max relative error {err:.2e})"
+
+        peers = {"solir": lambda: compiled(*args),
+                 "jax": lambda: jax.block_until_ready(jitted(*jargs))}
+        inner = {p: _calibrate(f) for p, f in peers.items()}
+        samples: dict[str, list[float]] = {p: [] for p in peers}
+        for _ in range(repeats):
+            for p, f in peers.items():
+                samples[p].append(_sample(f, inner[p]))
+        for p, s in samples.items():
+            row[f"{p}_ms"] = 1e3 * statistics.median(s)
+            row[f"{p}_spread"] = (max(s) - min(s)) / statistics.median(s)
+        print(json.dumps(row), flush=True)
+
+
+# -- driver: spawn workers, print the table ---------------------------------------------------------
+def _fmt_rate(row: dict[str, Any], peer: str) -> str:
+    sec = row[f"{peer}_ms"] / 1e3
+    if row["bound"] == "memory":
+        gbs = row["bytes"] / sec / 1e9
+        return f"{gbs:6.1f} GB/s ({100 * gbs / STREAM_GBS[row['threads']]:3.0f}%)"
+    gf = row["flops"] / sec / 1e9
+    return f"{gf:6.1f} GF/s ({100 * gf / PEAK_GFLOPS[row['threads']]:3.0f}%)"
+
+
+def table(rows: list[dict[str, Any]], markdown: bool) -> str:
+    head = ["workload", "thr", "solir ms", "jax ms", "solir/jax", "solir rate (of peak)",
+            "compile cold / cached s", "max rel err"]
+    lines = []
+    for r in rows:
+        if "solir_ms" not in r:
+            lines.append([r["workload"], str(r["threads"]), "-", "-", "-", r.get("error", "failed"), "", ""])
+            continue
+        lines.append([r["workload"], str(r["threads"]), f"{r['solir_ms']:.3f}", f"{r['jax_ms']:.3f}",
+                      f"{r['solir_ms'] / r['jax_ms']:.2f}x", _fmt_rate(r, "solir"),
+                      f"{r['solir_compile_s']:.2f} / {r['solir_cached_s']:.3f}",
+                      f"{r['max_rel_err']:.1e}" + (" !" if "error" in r else "")])
+    if markdown:
+        out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        out += ["| " + " | ".join(line) + " |" for line in lines]
+        return "\n".join(out)
+    widths = [max(len(x) for x in col) for col in zip(head, *lines)]
+    fmt = "  ".join(f"{{:{'<' if k < 2 else '>'}{w}}}" for k, w in enumerate(widths))
+    return "\n".join([fmt.format(*head)] + [fmt.format(*line) for line in lines])
+
+
+def main() -> int:
+    from benchmarks.workloads import WORKLOADS
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-w", "--workload", action="append", choices=sorted(WORKLOADS),
+                   help="run only these (repeatable)")
+    p.add_argument("--all", action="store_true", help="include the large workloads")
+    p.add_argument("--threads", default="1,2", help="comma-separated thread counts (default 1,2)")
+    p.add_argument("--repeats", type=int, default=9, help="timed samples per peer (default 9)")
+    p.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
+    p.add_argument("--markdown", action="store_true", help="print a markdown table")
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    a = p.parse_args()
+    names = a.workload or [n for n, w in WORKLOADS.items() if a.all or w.tier == "quick"]
+    threads = [int(t) for t in a.threads.split(",")]
+    if a.worker:
+        worker(names, threads[0], a.repeats)
+        return 0
+    rows: list[dict[str, Any]] = []
+    for n in threads:
+        for name in names:        # one process per workload: a crash or OOM loses one row
+            sys.stderr.write(f"[{n} thread{'s' if n > 1 else ''}] {name} ...\n")
+            proc = subprocess.run([sys.executable, __file__, "--worker", "--threads", str(n),
+                                   "--repeats", str(a.repeats), "-w", name],
+                                  capture_output=True, text=True)
+            got = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+            if proc.returncode != 0 or not got:
+                tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+                got = [{"workload": name, "threads": n, "error": tail[:80]}]
+            rows += got
+    print(f"solir vs jax.jit on {os.uname().nodename}, {time.strftime('%Y-%m-%d %H:%M')}, "
+          f"medians of {a.repeats} interleaved samples")
+    print(table(rows, a.markdown))
+    if a.json:
+        Path(a.json).write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
