@@ -6,6 +6,7 @@ processors, without changing the model code.
     f(x, w)                                  # numpy in, numpy out
     f.lower(x, w).as_text("loops")           # any stage of the pipeline
     mod = solir.load("build/model")          # a compiled artifact
+    rep = solir.onnx.prepare("model.onnx")   # the onnx.backend API (import solir.onnx)
 """
 
 from solir.driver import STAGES, VERSION, compile_module
@@ -18,5 +19,5 @@ from solir.targets import TARGETS, get_target
 
 __version__ = VERSION
 __all__ = ["ArgumentError", "CacheError", "CompileError", "Options", "ParseError", "PassError",
-           "STAGES", "SolirError", "TARGETS", "TargetError", "UnsupportedOpError", "VerifyError",
+           "STAGES", "SolirError", "SolirWarning", "TARGETS", "TargetError", "UnsupportedOpError", "VerifyError",
            "compile_module", "get_target", "jit", "load"]

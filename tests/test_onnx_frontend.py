@@ -1,0 +1,73 @@
+"""The ONNX frontend on hand-built models: results against onnxruntime, and malformed
+models (truncated protobuf, dangling input, cycle, unknown op, wrong initializer size) each
+giving a clear solir error that names the problem."""
+
+import numpy as np
+import onnx
+import onnx.helper as oh
+import pytest
+from onnx import TensorProto
+
+import solir
+import solir.onnx as sonnx
+from solir.frontends.onnx import from_onnx
+
+
+def model(nodes, inputs, outputs, inits=(), opset=17):
+    g = oh.make_graph(nodes, "g", inputs, outputs, list(inits))
+    return oh.make_model(g, opset_imports=[oh.make_opsetid("", opset)])
+
+
+def vi(name, shape, t=TensorProto.FLOAT):
+    return oh.make_tensor_value_info(name, t, shape)
+
+
+def test_small_cnn_matches_onnxruntime(rng):
+    import onnxruntime as ort
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(4).astype(np.float32)
+    m = model([oh.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1], strides=[2, 2]),
+               oh.make_node("Relu", ["c"], ["r"]),
+               oh.make_node("GlobalAveragePool", ["r"], ["p"]),
+               oh.make_node("Flatten", ["p"], ["y"])],
+              [vi("x", [2, 3, 9, 9])], [vi("y", None)],
+              [onnx.numpy_helper.from_array(w, "w"), onnx.numpy_helper.from_array(b, "b")])
+    x = rng.standard_normal((2, 3, 9, 9)).astype(np.float32)
+    want = ort.InferenceSession(m.SerializeToString()).run(None, {"x": x})[0]
+    got = sonnx.prepare(m).run([x])[0]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_truncated_protobuf():
+    m = model([oh.make_node("Relu", ["x"], ["y"])], [vi("x", [3])], [vi("y", [3])])
+    data = m.SerializeToString()
+    with pytest.raises(solir.ParseError, match="not a valid ONNX model|holds no ONNX graph"):
+        from_onnx(data[: len(data) // 2])
+
+
+def test_dangling_input():
+    m = model([oh.make_node("Add", ["x", "ghost"], ["y"], name="add1")], [vi("x", [3])], [vi("y", [3])])
+    with pytest.raises(solir.ParseError, match="'add1' \\(Add\\) reads 'ghost'"):
+        from_onnx(m)
+
+
+def test_cycle():
+    m = model([oh.make_node("Relu", ["b"], ["a"], name="n1"), oh.make_node("Relu", ["a"], ["b"], name="n2")],
+              [vi("x", [3])], [vi("a", [3])])
+    with pytest.raises(solir.ParseError, match="cycle"):
+        from_onnx(m)
+
+
+def test_unknown_op_names_node_and_opset():
+    m = model([oh.make_node("FancyOp", ["x"], ["y"], name="mystery")], [vi("x", [3])], [vi("y", [3])])
+    with pytest.raises(solir.UnsupportedOpError) as e:
+        from_onnx(m)
+    assert "FancyOp" in str(e.value) and "'mystery'" in str(e.value) and "opset 17" in str(e.value)
+
+
+def test_wrong_initializer_size():
+    bad = TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[4],
+                      raw_data=np.zeros(3, np.float32).tobytes())   # 3 floats for 4
+    m = model([oh.make_node("Add", ["x", "w"], ["y"])], [vi("x", [4])], [vi("y", [4])], [bad])
+    with pytest.raises(solir.ParseError, match="initializer 'w' cannot be read"):
+        from_onnx(m)
