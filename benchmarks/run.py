@@ -28,8 +28,9 @@ from typing import Any, Callable
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-# The machine's limits, measured for PERF.md (fp32 FMA peak with independent ymm chains, and
-# STREAM triad), by thread count.
+# The machine's limits from PERF.md (fp32 FMA peak with independent ymm chains, and STREAM
+# triad), by thread count; PERF.md gives ranges at 2 threads (121-129 GFLOP/s, 20-28 GB/s), these
+# are their midpoints.
 PEAK_GFLOPS = {1: 101.0, 2: 125.0}
 STREAM_GBS = {1: 22.7, 2: 24.0}
 

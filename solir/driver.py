@@ -25,7 +25,7 @@ from solir.ir.printer import print_module
 from solir.lower.loops_text import render_loops
 from solir.lower.pipeline import TENSOR_PIPELINE, Options, PassContext, run_pipeline
 from solir.runtime import abi, build
-from solir.runtime.cache import cache_key, cache_root, entry_dir
+from solir.runtime.cache import cache_key, cache_root, compiler_fingerprint, entry_dir
 from solir.runtime.load import CompiledModule
 from solir.targets import Target, get_target
 
@@ -77,7 +77,7 @@ class Compilation:
 
     def ir_key(self) -> str:
         return cache_key(print_module(self.module, debug_info=False), repr(self.target),
-                         repr(self.options), VERSION, llvmlite.__version__,
+                         repr(self.options), VERSION, compiler_fingerprint(), llvmlite.__version__,
                          build.RUNTIME_SONAME)
 
     def write_artifact(self, out_dir: Path, extra: dict[str, Any] | None = None,

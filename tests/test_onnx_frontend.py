@@ -38,6 +38,29 @@ def test_small_cnn_matches_onnxruntime(rng):
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
 
 
+def ort_run(m, *args):
+    import onnxruntime as ort
+    sess = ort.InferenceSession(m.SerializeToString())
+    return sess.run(None, {i.name: a for i, a in zip(sess.get_inputs(), args)})
+
+
+def test_three_operand_einsum_keeps_letters_a_later_operand_needs(rng):
+    a, b, c = (rng.standard_normal(s).astype(np.float32) for s in ((2, 3), (3, 4), (4, 3)))
+    m = model([oh.make_node("Einsum", ["a", "b", "c"], ["y"], equation="ij,jk,kj->i")],
+              [vi("a", [2, 3]), vi("b", [3, 4]), vi("c", [4, 3])], [vi("y", None)])
+    np.testing.assert_allclose(sonnx.prepare(m).run([a, b, c])[0], ort_run(m, a, b, c)[0],
+                               rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("exclusive,reverse", [(0, 0), (1, 0), (0, 1), (1, 1)])
+def test_cumsum_matches_onnxruntime(rng, exclusive, reverse):
+    x = rng.standard_normal((3, 5)).astype(np.float32)
+    m = model([oh.make_node("CumSum", ["x", "axis"], ["y"], exclusive=exclusive, reverse=reverse)],
+              [vi("x", [3, 5])], [vi("y", None)],
+              [onnx.numpy_helper.from_array(np.array(1, np.int64), "axis")])
+    np.testing.assert_allclose(sonnx.prepare(m).run([x])[0], ort_run(m, x)[0], rtol=1e-6, atol=1e-6)
+
+
 def test_truncated_protobuf():
     m = model([oh.make_node("Relu", ["x"], ["y"])], [vi("x", [3])], [vi("y", [3])])
     data = m.SerializeToString()

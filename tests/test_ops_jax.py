@@ -240,6 +240,18 @@ def test_scatter_forms():
     check(lambda x, u: x.at[1:3, 2].add(u[0, :2]), x, upd)
 
 
+def test_dot_general_without_contraction():
+    a, b = data((2, 3)), data((2, 4), 1)
+    check(lambda a, b: jax.lax.dot_general(a, b, (((), ()), ((0,), (0,)))), a, b)   # batched outer
+    check(lambda a, b: jax.lax.dot_general(a, b, (((), ()), ((), ()))), a, b)       # plain outer
+
+
+def test_pad_that_keeps_the_shape_still_shifts():
+    x = data((3, 5))
+    check(lambda x: jax.lax.pad(x, 0.0, [(0, 0, 0), (1, -1, 0)]), x)
+    check(lambda x: jax.lax.pad(x, 0.0, [(-1, 1, 0), (0, 0, 0)]), x)
+
+
 def test_gather_gradients():
     table = data((10, 4))
     ids = np.array([[1, 9, 0], [3, 3, 7]], np.int32)

@@ -40,7 +40,7 @@ def test_wrong_shape_dtype_and_count_raise_before_native_code(compiled):
         c(x)
 
 
-def test_contiguous_inputs_are_not_copied_and_strided_ones_are(compiled, monkeypatch):
+def test_contiguous_inputs_are_not_copied_and_strided_ones_are(compiled):
     c, x, w = compiled
     arrays = c.module.check_args([x, w])
     assert arrays[0] is x and arrays[1] is w
@@ -146,17 +146,15 @@ def test_foreign_artifact_is_refused(tmp_path):
     assert m["target"] == "neon" and m["inputs"][0]["shape"] == [4]
 
 
-def test_num_threads_is_validated(compiled):
+def test_num_threads_is_validated(compiled, monkeypatch):
+    from solir.runtime.load import default_num_threads
     c, x, w = compiled
     with pytest.raises(solir.ArgumentError):
         c.module.set_num_threads(0)
-    os.environ["SOLIR_NUM_THREADS"] = "lots"
-    try:
-        with pytest.raises(solir.ArgumentError, match="SOLIR_NUM_THREADS"):
-            from solir.runtime.load import default_num_threads
-            default_num_threads()
-    finally:
-        del os.environ["SOLIR_NUM_THREADS"]
+    monkeypatch.setenv("SOLIR_NUM_THREADS", "lots")
+    with pytest.raises(solir.ArgumentError, match="SOLIR_NUM_THREADS"):
+        default_num_threads()
+    monkeypatch.delenv("SOLIR_NUM_THREADS")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         c.module.set_num_threads(2)

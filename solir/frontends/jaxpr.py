@@ -11,19 +11,14 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from solir.errors import SolirError, UnsupportedOpError
+from solir.frontends import rule_registrar
 from solir.ir.core import Block, Builder, Func, Loc, Module, Value
 from solir.ir.types import DType, TensorType
 
 Rule = Callable[["_Translator", Any, list[Value]], Sequence[Value]]
 RULES: dict[str, Rule] = {}
 
-
-def rule(*names: str) -> Callable[[Rule], Rule]:
-    def register(fn: Rule) -> Rule:
-        for n in names:
-            RULES[n] = fn
-        return fn
-    return register
+rule = rule_registrar(RULES)
 
 
 def from_jaxpr(closed: Any, name: str = "main", source: str = "") -> Module:

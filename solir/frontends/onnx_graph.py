@@ -15,6 +15,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from solir.errors import ParseError, SolirError, UnsupportedOpError
+from solir.frontends import rule_registrar
 from solir.ir.core import Block, Builder, Func, Loc, Module, Value
 from solir.ir.types import DType, TensorType
 
@@ -39,13 +40,7 @@ _DTYPE_NAMES = {2: "uint8", 4: "uint16", 5: "int16", 8: "string", 12: "uint32", 
 Rule = Callable[["OnnxTranslator", Any, list[Value | None]], Sequence[Value]]
 RULES: dict[str, Rule] = {}
 
-
-def rule(*op_types: str) -> Callable[[Rule], Rule]:
-    def register(fn: Rule) -> Rule:
-        for t in op_types:
-            RULES[t] = fn
-        return fn
-    return register
+rule = rule_registrar(RULES)
 
 
 def onnx_dtype(code: int, loc: Loc | None = None) -> DType:

@@ -22,14 +22,18 @@ def _axis(axis: int, rank: int, t: T) -> int:
     return axis % rank if rank else 0
 
 
-def _axes(t: T, node: Any, ins: Ins, rank: int, input_index: int = 1) -> tuple[int, ...] | None:
-    """Axes from the attribute (older opsets) or the optional input (newer); None = absent."""
+def _raw_axes(t: T, node: Any, ins: Ins, input_index: int = 1) -> list[int] | None:
+    """Axes as given: the attribute (older opsets) or the optional input (newer); None = absent."""
     axes = t.attr(node, "axes")
     if axes is None and len(ins) > input_index and ins[input_index] is not None:
-        axes = t.need_const(ins[input_index], "axes").tolist()
-    if axes is None:
-        return None
-    return tuple(sorted(_axis(int(a), rank, t) for a in np.ravel(axes)))
+        axes = t.need_const(ins[input_index], "axes")
+    return None if axes is None else [int(a) for a in np.ravel(axes)]
+
+
+def _axes(t: T, node: Any, ins: Ins, rank: int, input_index: int = 1) -> tuple[int, ...] | None:
+    """The axes, made non-negative and sorted; None = absent."""
+    raw = _raw_axes(t, node, ins, input_index)
+    return None if raw is None else tuple(sorted(_axis(a, rank, t) for a in raw))
 
 
 # ---- elementwise --------------------------------------------------------------------------------
@@ -336,8 +340,7 @@ def _squeeze(t: T, node: Any, ins: Ins) -> list[Value]:
         if axes is None:
             axes = tuple(k for k, d in enumerate(x.type.shape) if d == 1)
         return [_reshape(t, x, [d for k, d in enumerate(x.type.shape) if k not in axes])]
-    rank = x.type.rank + len(np.ravel(t.attr(node, "axes") if t.attr(node, "axes") is not None
-                                      else t.need_const(ins[1], "axes")))
+    rank = x.type.rank + len(_raw_axes(t, node, ins) or ())
     axes = _axes(t, node, ins, rank) or ()
     dims = iter(x.type.shape)
     return [_reshape(t, x, [1 if k in axes else next(dims) for k in range(rank)])]
@@ -572,10 +575,9 @@ def _reduce(t: T, node: Any, ins: Ins, kind: str, x: Value | None = None) -> Val
     x = ins[0] if x is None else x
     r = x.type.rank
     axes = _axes(t, node, ins, r)
-    if axes is None or axes == ():
-        if axes == () or t.attr(node, "noop_with_empty_axes", 0):
-            if t.attr(node, "noop_with_empty_axes", 0):
-                return x
+    if not axes:                 # absent or empty: all axes, unless told to do nothing
+        if t.attr(node, "noop_with_empty_axes", 0):
+            return x
         axes = tuple(range(r))
     y = t.op(f"tensor.reduce_{kind}", x, axes=axes)
     if t.attr(node, "keepdims", 1):
@@ -639,10 +641,14 @@ def _cumsum(t: T, node: Any, ins: Ins) -> list[Value]:
     x = ins[0]
     axis = _axis(int(t.need_const(ins[1], "the CumSum axis")), x.type.rank, t)
     rev = t.attr(node, "reverse", 0)
-    y = t.op("tensor.rev", x, dimensions=(axis,)) if rev else x
-    y = t.op("tensor.cumsum", y, axis=axis)
-    if t.attr(node, "exclusive", 0):
-        y = t.op("tensor.sub", y, y.owner.operands[0] if False else (t.op("tensor.rev", x, dimensions=(axis,)) if rev else x))
+    src = t.op("tensor.rev", x, dimensions=(axis,)) if rev else x
+    if t.attr(node, "exclusive", 0):     # shift by one along the axis, a zero in front
+        n = x.type.rank
+        low = tuple(1 if d == axis else 0 for d in range(n))
+        high = tuple(-1 if d == axis else 0 for d in range(n))
+        src = t.op("tensor.pad", src, t.constant(np.zeros((), x.type.dtype.numpy)),
+                   low=low, high=high, interior=(0,) * n)
+    y = t.op("tensor.cumsum", src, axis=axis)
     return [t.op("tensor.rev", y, dimensions=(axis,)) if rev else y]
 
 
@@ -738,9 +744,9 @@ def _einsum(t: T, node: Any, ins: Ins) -> list[Value]:
             vals[i] = t.op("tensor.reduce_sum", vals[i], axes=tuple(lonely))
             terms[i] = "".join(c for c in term if c not in [term[k] for k in lonely])
     acc, aterm = vals[0], terms[0]
-    for v, term in zip(vals[1:], terms[1:]):
-        rest = "".join(terms[terms.index(term) + 1:]) if False else ""
-        later = out + "".join(terms[len(terms):])
+    for k in range(1, len(terms)):
+        v, term = vals[k], terms[k]
+        later = out + "".join(terms[k + 1:])     # letters still needed after this product
         batch = [c for c in aterm if c in term and c in later]
         contract = [c for c in aterm if c in term and c not in later]
         acc = t.op("tensor.dot_general", acc, v,
@@ -750,7 +756,6 @@ def _einsum(t: T, node: Any, ins: Ins) -> list[Value]:
                    rhs_batch=tuple(term.index(c) for c in batch))
         aterm = "".join(batch) + "".join(c for c in aterm if c not in batch and c not in contract) + \
             "".join(c for c in term if c not in batch and c not in contract)
-        del rest
     lonely = tuple(k for k, c in enumerate(aterm) if c not in out)
     if lonely:
         acc = t.op("tensor.reduce_sum", acc, axes=lonely)
@@ -920,7 +925,8 @@ def _normalize(t: T, x: Value, axes: tuple[int, ...], eps: float) -> tuple[Value
     """(x - mean) / sqrt(var + eps) over `axes`, and the mean and 1/std (reduced shapes)."""
     keep = tuple(k for k in range(x.type.rank) if k not in axes)
     count = int(np.prod([x.type.shape[a] for a in axes]))
-    mean = t.op("tensor.div", t.op("tensor.reduce_sum", x, axes=axes), t.scalar(count, t.op("tensor.reduce_sum", x, axes=axes)))
+    total = t.op("tensor.reduce_sum", x, axes=axes)
+    mean = t.op("tensor.div", total, t.scalar(count, total))
     d = t.op("tensor.sub", x, t.op("tensor.broadcast_in_dim", mean, shape=x.type.shape, broadcast_dimensions=keep))
     var_sum = t.op("tensor.reduce_sum", t.op("tensor.mul", d, d), axes=axes)
     var = t.op("tensor.div", var_sum, t.scalar(count, var_sum))

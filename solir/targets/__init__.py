@@ -80,7 +80,7 @@ def host_cpu_flags() -> frozenset[str]:
                 if line.startswith(("flags", "Features", "isa")):
                     return frozenset(line.split(":", 1)[1].split())
     except OSError:
-        pass
+        pass        # no /proc (not Linux): no features known, host_target says so
     return frozenset()
 
 
@@ -108,7 +108,7 @@ def _host_caches() -> dict[str, int]:
                 text = f.read().strip()
             out[key] = int(text[:-1]) * (1024 if text.endswith("M") else 1)
         except (OSError, ValueError):
-            pass
+            pass    # not reported: the named target's default stays
     return out
 
 

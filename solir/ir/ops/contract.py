@@ -92,7 +92,8 @@ def _lower_dot(op: Op, b: Builder) -> list[Value]:
     out_dtype = op.results[0].type.dtype
     return build_generic(b, dims, "p" * (nb + nl + nr) + "r" * nc,
                          [(lhs, AffineMap.select(n, tuple(ldim))), (rhs, AffineMap.select(n, tuple(rdim)))],
-                         _mul_body(out_dtype), [out_dtype], combiner="add", name="dot", loc=op.loc)
+                         _mul_body(out_dtype), [out_dtype], combiner="add" if nc else None,
+                         name="dot", loc=op.loc)     # no contracting dims: an outer product
 
 
 register(OpDef(name="tensor.dot_general", operands=("lhs", "rhs"),
