@@ -94,3 +94,18 @@ def test_wrong_initializer_size():
     m = model([oh.make_node("Add", ["x", "w"], ["y"])], [vi("x", [4])], [vi("y", [4])], [bad])
     with pytest.raises(solir.ParseError, match="initializer 'w' cannot be read"):
         from_onnx(m)
+
+
+@pytest.mark.parametrize("n,largest", [(9, 1), (9, 0), (9000, 1), (9000, 0)])
+def test_top_k_with_ties_and_infinities_matches_onnxruntime(rng, n, largest):
+    """Short rows take the rank algorithm, long ones the selection one; both keep ties in
+    index order and handle infinities."""
+    x = rng.integers(-3, 4, size=(2, n)).astype(np.float32)
+    x[0, 1] = x[1, -1] = -np.inf
+    x[0, -2] = np.inf
+    m = model([oh.make_node("TopK", ["x", "k"], ["v", "i"], largest=largest)],
+              [vi("x", [2, n])], [vi("v", None), vi("i", None, TensorProto.INT64)],
+              [onnx.numpy_helper.from_array(np.array([5], np.int64), "k")])
+    got, want = sonnx.prepare(m).run([x]), ort_run(m, x)
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])

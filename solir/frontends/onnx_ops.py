@@ -519,21 +519,29 @@ def _wrap_indices(t: T, idx: Value, size: int) -> Value:
 def _gather(t: T, node: Any, ins: Ins) -> list[Value]:
     x, idx = ins
     axis = _axis(t.attr(node, "axis", 0), x.type.rank, t)
-    idx = _wrap_indices(t, idx, x.type.shape[axis])
+    return [take(t, x, _wrap_indices(t, idx, x.type.shape[axis]), axis)]
+
+
+def take(t: T, x: Value, idx: Value, axis: int) -> Value:
+    """numpy.take along one axis with non-negative i64 indices (clipped into range)."""
     r = x.type.rank
     sizes = tuple(1 if d == axis else n for d, n in enumerate(x.type.shape))
     iv = _reshape(t, idx, idx.type.shape + (1,))
     offset = tuple(d for d in range(axis)) + tuple(range(axis + idx.type.rank, r - 1 + idx.type.rank))
-    return [t.op("tensor.gather", x, iv, offset_dims=offset, collapsed_slice_dims=(axis,),
-                 start_index_map=(axis,), slice_sizes=sizes, mode="clip")]
+    return t.op("tensor.gather", x, iv, offset_dims=offset, collapsed_slice_dims=(axis,),
+                start_index_map=(axis,), slice_sizes=sizes, mode="clip")
 
 
 @rule("GatherElements")
 def _gather_elements(t: T, node: Any, ins: Ins) -> list[Value]:
     x, idx = ins
+    axis = _axis(t.attr(node, "axis", 0), x.type.rank, t)
+    return [take_along_axis(t, x, _wrap_indices(t, idx, x.type.shape[axis]), axis)]
+
+
+def take_along_axis(t: T, x: Value, idx: Value, axis: int) -> Value:
+    """numpy.take_along_axis with non-negative i64 indices (clipped into range)."""
     r = x.type.rank
-    axis = _axis(t.attr(node, "axis", 0), r, t)
-    idx = _wrap_indices(t, idx, x.type.shape[axis])
     # full index vectors: iota on every dim but `axis`
     comps = []
     for d in range(r):
@@ -543,8 +551,82 @@ def _gather_elements(t: T, node: Any, ins: Ins) -> list[Value]:
             io = t.op("tensor.iota", shape=idx.type.shape + (1,), dimension=d, dtype=DType.I64)
             comps.append(io)
     full = t.op("tensor.concatenate", *comps, dimension=r) if r > 1 else comps[0]
-    return [t.op("tensor.gather", x, full, offset_dims=(), collapsed_slice_dims=tuple(range(r)),
-                 start_index_map=tuple(range(r)), slice_sizes=(1,) * r, mode="clip")]
+    return t.op("tensor.gather", x, full, offset_dims=(), collapsed_slice_dims=tuple(range(r)),
+                 start_index_map=tuple(range(r)), slice_sizes=(1,) * r, mode="clip")
+
+
+@rule("TopK")
+def _top_k(t: T, node: Any, ins: Ins) -> list[Value]:
+    x = ins[0]
+    k = int(np.ravel(t.attr(node, "k") if t.version < 10 else t.need_const(ins[1], "TopK's k"))[0])
+    axis = _axis(t.attr(node, "axis", -1), x.type.rank, t)
+    n = x.type.shape[axis]
+    if not 0 <= k <= n:
+        raise UnsupportedOpError(f"TopK's k={k} is outside [0, {n}] (the size of axis {axis})",
+                                 loc=t.b.loc)
+    largest = t.attr(node, "largest", 1)
+    # work on the axis moved last
+    perm = tuple(d for d in range(x.type.rank) if d != axis) + (axis,)
+    inv = tuple(int(p) for p in np.argsort(perm))
+    xt = t.op("tensor.transpose", x, permutation=perm) if axis != x.type.rank - 1 else x
+    rows = int(np.prod(xt.type.shape[:-1], dtype=np.int64))
+    if k == 0:
+        idx = t.constant(np.zeros(xt.type.shape[:-1] + (0,), np.int64))
+    elif rows * n * n <= 1 << 26:
+        idx = _top_k_by_rank(t, xt, k, largest)
+    else:
+        idx = _top_k_by_selection(t, xt, k, largest)
+    vals = take_along_axis(t, xt, idx, xt.type.rank - 1)
+    if axis != x.type.rank - 1:
+        vals = t.op("tensor.transpose", vals, permutation=inv)
+        idx = t.op("tensor.transpose", idx, permutation=inv)
+    return [vals, idx]
+
+
+def _top_k_by_rank(t: T, x: Value, k: int, largest: int) -> Value:
+    """Each element's rank = how many elements beat it (greater, or equal and earlier); the
+    r-th output is the element of rank r. O(n^2) compares per row, a fixed-size graph."""
+    shape, r = x.type.shape, x.type.rank
+    n = shape[-1]
+    pair = shape + (n,)                       # [..., i, j]
+    xi = t.op("tensor.broadcast_in_dim", x, shape=pair, broadcast_dimensions=tuple(range(r)))
+    xj = t.op("tensor.broadcast_in_dim", x, shape=pair,
+              broadcast_dimensions=tuple(range(r - 1)) + (r,))
+    beats = t.op("tensor.gt" if largest else "tensor.lt", xj, xi)
+    i = t.op("tensor.iota", shape=pair, dimension=r - 1, dtype=DType.I64)
+    j = t.op("tensor.iota", shape=pair, dimension=r, dtype=DType.I64)
+    tie = t.op("tensor.and", t.op("tensor.eq", xj, xi), t.op("tensor.lt", j, i))
+    rank = t.op("tensor.reduce_sum", t.convert(t.op("tensor.or", beats, tie), DType.I64), axes=(r,))
+    # position of rank q, for q < k: argmax over i of (rank_i == q)
+    sel = shape[:-1] + (k, n)                  # [..., q, i]
+    rk = t.op("tensor.broadcast_in_dim", rank, shape=sel,
+              broadcast_dimensions=tuple(range(r - 1)) + (r,))
+    q = t.op("tensor.iota", shape=sel, dimension=r - 1, dtype=DType.I64)
+    hit = t.convert(t.op("tensor.eq", rk, q), DType.I32)
+    return t.op("tensor.argmax", hit, axis=r, index_dtype=DType.I64)
+
+
+def _top_k_by_selection(t: T, x: Value, k: int, largest: int) -> Value:
+    """k rounds of: best remaining value, then the first untaken position holding it.
+    O(k n) per row, for long rows."""
+    shape, r = x.type.shape, x.type.rank
+    dt = x.type.dtype
+    worst = (-np.inf if largest else np.inf) if dt.is_float else \
+        (np.iinfo(dt.numpy).min if largest else np.iinfo(dt.numpy).max)
+    taken = t.constant(np.zeros(shape, bool))
+    pos = t.op("tensor.iota", shape=shape, dimension=r - 1, dtype=DType.I64)
+    keep = tuple(range(r - 1))
+    picks = []
+    for _ in range(k):
+        key = t.op("tensor.select", taken, x, t.scalar(worst, x))
+        best = t.op(f"tensor.reduce_{'max' if largest else 'min'}", key, axes=(r - 1,))
+        bb = t.op("tensor.broadcast_in_dim", best, shape=shape, broadcast_dimensions=keep)
+        hit = t.op("tensor.and", t.op("tensor.eq", key, bb), t.op("tensor.not", taken))
+        i = t.op("tensor.argmax", t.convert(hit, DType.I32), axis=r - 1, index_dtype=DType.I64)
+        ib = t.op("tensor.broadcast_in_dim", i, shape=shape, broadcast_dimensions=keep)
+        taken = t.op("tensor.or", taken, t.op("tensor.eq", pos, ib))
+        picks.append(_reshape(t, i, shape[:-1] + (1,)))
+    return t.op("tensor.concatenate", *picks, dimension=r - 1) if len(picks) > 1 else picks[0]
 
 
 @rule("GatherND")
