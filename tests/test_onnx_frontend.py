@@ -109,3 +109,44 @@ def test_top_k_with_ties_and_infinities_matches_onnxruntime(rng, n, largest):
     got, want = sonnx.prepare(m).run([x]), ort_run(m, x)
     np.testing.assert_array_equal(got[0], want[0])
     np.testing.assert_array_equal(got[1], want[1])
+
+
+def _rnn_model(rng, op, seq, batch, inp, hidden, direction, gates, lens=None, peep=False, **attrs):
+    ndir = 2 if direction == "bidirectional" else 1
+    f = np.float32
+    inits = [onnx.numpy_helper.from_array(0.5 * rng.standard_normal((ndir, gates * hidden, inp)).astype(f), "W"),
+             onnx.numpy_helper.from_array(0.5 * rng.standard_normal((ndir, gates * hidden, hidden)).astype(f), "R"),
+             onnx.numpy_helper.from_array(rng.standard_normal((ndir, 2 * gates * hidden)).astype(f), "B"),
+             onnx.numpy_helper.from_array(np.array(lens or [seq] * batch, np.int32), "L"),
+             onnx.numpy_helper.from_array(rng.standard_normal((ndir, batch, hidden)).astype(f), "H0")]
+    names = ["x", "W", "R", "B", "L", "H0"]
+    if op == "LSTM":
+        inits.append(onnx.numpy_helper.from_array(rng.standard_normal((ndir, batch, hidden)).astype(f), "C0"))
+        names.append("C0")
+        if peep:
+            inits.append(onnx.numpy_helper.from_array(rng.standard_normal((ndir, 3 * hidden)).astype(f), "P"))
+            names.append("P")
+    outs = ["y", "yh"] + (["yc"] if op == "LSTM" else [])
+    return model([oh.make_node(op, names, outs, hidden_size=hidden, direction=direction, **attrs)],
+                 [vi("x", [seq, batch, inp])], [vi(o, None) for o in outs], inits)
+
+
+@pytest.mark.parametrize("direction", ["forward", "reverse", "bidirectional"])
+@pytest.mark.parametrize("op,gates,attrs", [
+    ("LSTM", 4, dict(peep=True)),
+    ("LSTM", 4, dict(clip=0.7)),
+    ("GRU", 3, dict(linear_before_reset=0)),
+    ("GRU", 3, dict(linear_before_reset=1)),
+    ("RNN", 1, dict(activations=["Relu", "Relu"], clip=2.0)),
+])
+def test_recurrent_layers_with_short_sequences_match_onnxruntime(rng, op, gates, attrs, direction):
+    attrs = dict(attrs)
+    if "activations" in attrs and direction != "bidirectional":
+        attrs["activations"] = attrs["activations"][:1]
+    m = _rnn_model(rng, op, seq=5, batch=3, inp=4, hidden=6, direction=direction, gates=gates,
+                   lens=[5, 2, 4], **attrs)
+    x = rng.standard_normal((5, 3, 4)).astype(np.float32)
+    got, want = sonnx.prepare(m).run([x]), ort_run(m, x)
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5)
