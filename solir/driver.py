@@ -44,12 +44,16 @@ class Compilation:
     kernel_module: Module | None = None
     _llvm: Any = None
 
-    def lower(self) -> Module:
+    def lower(self, progress: Callable[[str], None] | None = None) -> Module:
         if self.kernel_module is None:
             self.texts["tensor"] = print_module(self.module)
             ctx = PassContext(self.target, self.options)
-            self.kernel_module = run_pipeline(
-                self.module, ctx, record=lambda name, m: self.texts.__setitem__(name, print_module(m, elide=True)))
+
+            def record(name: str, m: Module) -> None:
+                self.texts[name] = print_module(m, elide=True)
+                if progress is not None:
+                    progress(f"pass {name}")
+            self.kernel_module = run_pipeline(self.module, ctx, record=record)
         return self.kernel_module
 
     def llvm(self) -> Any:
@@ -81,12 +85,12 @@ class Compilation:
                          build.RUNTIME_SONAME)
 
     def write_artifact(self, out_dir: Path, extra: dict[str, Any] | None = None,
-                       progress: Callable[[str], None] | None = None) -> abi.Manifest:
+                       progress: Callable[[str], None] | None = None,
+                       model: dict[str, Any] | None = None) -> abi.Manifest:
         """DIR/model.so (or model.o for targets that cannot link here), model.h, manifest.json."""
         from solir.targets import machine
         say = progress or (lambda s: None)
-        say("lowering")
-        kernel = self.lower()
+        kernel = self.lower(progress=say)
         say("emitting LLVM IR")
         llmod = self.llvm()
         say(f"generating code for {self.target.name}")
@@ -105,7 +109,7 @@ class Compilation:
                          workspace_bytes=int(f.attrs["workspace"]), target=self.target.name,
                          triple=self.target.triple, target_features=list(self.target.requires),
                          solir_version=VERSION, ir_hash=self.ir_key(), library=lib,
-                         extra=extra or {})
+                         model=model or {}, extra=extra or {})
         m.library_hash = abi.file_hash(out_dir / lib)
         m.write(out_dir)
         (out_dir / "model.h").write_text(abi.c_header(m))

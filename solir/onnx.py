@@ -17,7 +17,7 @@ import numpy as np
 import onnx
 from onnx.backend.base import Backend, BackendRep, Device, DeviceType
 
-from solir.errors import ArgumentError
+from solir.errors import ArgumentError, UnsupportedOpError
 from solir.frontends.onnx import from_onnx, load_model
 from solir.frontends.onnx_graph import NeedsConstant
 from solir.lower.pipeline import Options
@@ -71,6 +71,12 @@ class SolirRep(BackendRep):
         if len(inputs) != len(self.input_names):
             raise ArgumentError(f"{self.where} takes {len(self.input_names)} inputs "
                                 f"({', '.join(self.input_names)}), got {len(inputs)}")
+        for vi in self.model.graph.input:
+            if vi.name in self.input_names and not vi.type.HasField("tensor_type"):
+                kind = vi.type.WhichOneof("value") or "untyped"
+                raise UnsupportedOpError(f"graph input '{vi.name}' of {self.where} is a "
+                                         f"{kind.removesuffix('_type')}, not a tensor (sequences, "
+                                         "maps and optionals are not supported)")
         arrays = [np.asarray(x) for x in inputs]
         key = self._key(arrays)
         compiled = self._compiled.get(key)

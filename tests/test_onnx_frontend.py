@@ -150,3 +150,32 @@ def test_recurrent_layers_with_short_sequences_match_onnxruntime(rng, op, gates,
     assert len(got) == len(want)
     for g, w in zip(got, want):
         np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("eq,shapes", [
+    ("...ii->...i", [(2, 3, 3)]),
+    ("bij,...jk->...ik", [(2, 3, 4), (2, 4, 5)]),
+    ("...j,j", [(2, 3, 4), (4,)]),
+    ("ii", [(4, 4)]),
+    ("i...,i...->...", [(3, 1, 5), (3, 2, 5)]),
+])
+def test_einsum_ellipsis_and_diagonals_match_onnxruntime(rng, eq, shapes):
+    xs = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    names = [f"x{k}" for k in range(len(xs))]
+    m = model([oh.make_node("Einsum", names, ["y"], equation=eq)],
+              [vi(n, list(x.shape)) for n, x in zip(names, xs)], [vi("y", None)])
+    np.testing.assert_allclose(sonnx.prepare(m).run(xs)[0], ort_run(m, *xs)[0], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("attrs", [
+    dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+    dict(kernel_shape=[2, 3], strides=[1, 2], dilations=[2, 1], storage_order=1),
+    dict(kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1),
+])
+def test_max_pool_indices_match_onnxruntime(rng, attrs):
+    x = rng.integers(-4, 5, size=(2, 3, 7, 8)).astype(np.float32)    # ties: the first wins
+    m = model([oh.make_node("MaxPool", ["x"], ["y", "i"], **attrs)],
+              [vi("x", [2, 3, 7, 8])], [vi("y", None), vi("i", None, TensorProto.INT64)])
+    got, want = sonnx.prepare(m).run([x]), ort_run(m, x)
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])

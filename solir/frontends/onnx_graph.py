@@ -29,6 +29,7 @@ def _max_opset() -> int:
 
 MAX_OPSET = _max_opset()
 FOLD_LIMIT = 1 << 16          # fold ops on constants whose result has at most this many elements
+SPLAT_FOLD_LIMIT = 1 << 10    # ...but broadcasts only when small (shape values), not splats
 
 # ONNX TensorProto.DataType -> solir dtype
 _DTYPES = {1: DType.F32, 11: DType.F64, 10: DType.F16, 16: DType.BF16, 3: DType.I8,
@@ -162,7 +163,11 @@ class OnnxTranslator:
             results.append(env[vi.name])
         self.b.loc = Loc(f"onnx graph outputs of {self.where}")
         self.b.op("return", results, result_types=[])
-        return Func(_clean(name or g.name or "model"), self.block)
+        # the ONNX names, for the manifest, model.h and `solir run --input NAME=...`
+        names = {"input_names": tuple(vi.name for vi in g.input if vi.name not in inits
+                                      and vi.name not in self.constant_inputs),
+                 "output_names": tuple(vi.name for vi in g.output)}
+        return Func(_clean(name or g.name or "model"), self.block, names)
 
     def _ordered_nodes(self, env: dict[str, Value]) -> list[Any]:
         """The nodes in an order where each input is defined first (ONNX requires graphs to be
@@ -209,8 +214,10 @@ class OnnxTranslator:
             else:
                 sym = d.dim_param or "?"
                 raise UnsupportedOpError(f"graph input '{vi.name}' has a symbolic dim '{sym}'",
-                                         loc=loc, fix=f"pass input_shapes={{'{vi.name}': [...]}} "
-                                         "(solir.onnx.prepare does this from the first inputs)")
+                                         loc=loc, fix=f"fix its shape: `--input-shape {vi.name}=DxD...`"
+                                         f" on the command line, input_shapes={{'{vi.name}': [...]}}"
+                                         " in from_onnx (solir.onnx.prepare takes it from the "
+                                         "first inputs)")
         return TensorType(tuple(dims), dtype)
 
     # -- helpers used by rules ----------------------------------------------------------------------
@@ -278,8 +285,9 @@ class OnnxTranslator:
     def op(self, name: str, *operands: Value, **attrs: Any) -> Value:
         """Build one tensor op; on constant operands (and a small result) fold it at once."""
         op = self.b.op(name, list(operands), attrs)
+        limit = SPLAT_FOLD_LIMIT if name == "tensor.broadcast_in_dim" else FOLD_LIMIT
         if operands and all(self.const_value(v) is not None for v in operands) \
-                and op.result.type.size <= FOLD_LIMIT and op.opdef.reference is not None:
+                and op.result.type.size <= limit and op.opdef.reference is not None:
             from solir.ir.interpreter import _run_op
             [val] = _run_op(op, [self.const_value(v) for v in operands], {})
             self.block.ops.pop()

@@ -56,9 +56,11 @@ _BINARY = {"Add": "add", "Sub": "sub", "Mul": "mul", "Div": "div", "Pow": "pow",
 @rule(*_BINARY)
 def _binary(t: T, node: Any, ins: Ins) -> list[Value]:
     a, b = ins
-    if t.attr(node, "broadcast", 0) and t.attr(node, "axis") is not None:
-        raise UnsupportedOpError(f"{node.op_type} with the opset<7 'broadcast'/'axis' attributes",
-                                 loc=t.b.loc, fix="convert the model to opset 7 or newer")
+    if t.attr(node, "broadcast", 0) and t.version < 7:
+        # opset < 7: b broadcasts onto a with its dims starting at `axis` (default: trailing)
+        axis = t.attr(node, "axis", a.type.rank - b.type.rank) % max(a.type.rank, 1)
+        b = t.op("tensor.broadcast_in_dim", b, shape=a.type.shape,
+                 broadcast_dimensions=tuple(range(axis, axis + b.type.rank)))
     if node.op_type == "Pow":
         if not a.type.dtype.is_float:    # numpy semantics: computed in float64, cast back
             a64, b64 = t.broadcast(t.convert(a, DType.F64), t.convert(b, DType.F64))
@@ -122,7 +124,11 @@ def _relu(t: T, node: Any, ins: Ins) -> list[Value]:
 def _leaky(t: T, node: Any, ins: Ins) -> list[Value]:
     x = ins[0]
     if node.op_type == "PRelu":
-        x, slope = t.broadcast(x, ins[1])
+        slope = ins[1]
+        if t.version < 7 and slope.type.rank == 1 and x.type.rank > 1 and \
+                slope.type.shape[0] == x.type.shape[1] != x.type.shape[-1]:
+            slope = _reshape(t, slope, (slope.type.shape[0],) + (1,) * (x.type.rank - 2))  # per channel
+        x, slope = t.broadcast(x, slope)
     else:
         slope = t.scalar(t.attr(node, "alpha", 0.01), x)
     neg = t.op("tensor.lt", x, t.scalar(0, x))
@@ -391,10 +397,14 @@ def _split(t: T, node: Any, ins: Ins) -> list[Value]:
 @rule("Slice")
 def _slice_rule(t: T, node: Any, ins: Ins) -> list[Value]:
     x = ins[0]
-    starts = t.need_const(ins[1], "Slice starts").tolist()
-    ends = t.need_const(ins[2], "Slice ends").tolist()
-    axes = t.need_const(ins[3], "Slice axes").tolist() if len(ins) > 3 and ins[3] is not None \
-        else list(range(len(starts)))
+    if t.attr(node, "starts") is not None:          # opset < 10: attributes
+        starts, ends = list(t.attr(node, "starts")), list(t.attr(node, "ends"))
+        axes = list(t.attr(node, "axes") or range(len(starts)))
+    else:
+        starts = t.need_const(ins[1], "Slice starts").tolist()
+        ends = t.need_const(ins[2], "Slice ends").tolist()
+        axes = t.need_const(ins[3], "Slice axes").tolist() if len(ins) > 3 and ins[3] is not None \
+            else list(range(len(starts)))
     steps = t.need_const(ins[4], "Slice steps").tolist() if len(ins) > 4 and ins[4] is not None \
         else [1] * len(starts)
     for s, e, a, st in zip(starts, ends, axes, steps):
@@ -452,7 +462,10 @@ def _pad(t: T, node: Any, ins: Ins) -> list[Value]:
         lo[a], hi[a] = int(pads[k]), int(pads[k + len(axes)])
     mode = t.attr(node, "mode", "constant")
     cv = ins[2] if len(ins) > 2 and ins[2] is not None else None
-    value = t.need_const(cv, "the Pad value").reshape(()) if cv is not None else np.zeros((), x.type.dtype.numpy)
+    if cv is not None:
+        value = t.need_const(cv, "the Pad value").reshape(())
+    else:                                          # opset < 11: an attribute
+        value = np.array(t.attr(node, "value", 0), x.type.dtype.numpy)
     if mode == "constant":
         pv = t.constant(np.array(value, x.type.dtype.numpy))
         return [t.op("tensor.pad", x, pv, low=tuple(lo), high=tuple(hi), interior=(0,) * n)]
@@ -495,7 +508,8 @@ def _depth_space(t: T, node: Any, ins: Ins) -> list[Value]:
     s = t.attr(node, "blocksize")
     if node.op_type == "SpaceToDepth":
         y = _reshape(t, x, (b, c, h // s, s, w // s, s))
-        y = t.op("tensor.transpose", y, permutation=(0, 3, 5, 1, 2, 4))
+        crd = t.attr(node, "mode", "DCR") == "CRD"       # opset 25+: channel-major blocks
+        y = t.op("tensor.transpose", y, permutation=(0, 1, 3, 5, 2, 4) if crd else (0, 3, 5, 1, 2, 4))
         return [_reshape(t, y, (b, c * s * s, h // s, w // s))]
     if t.attr(node, "mode", "DCR") == "DCR":
         y = _reshape(t, x, (b, s, s, c // (s * s), h, w))
@@ -808,18 +822,52 @@ def _gemm(t: T, node: Any, ins: Ins) -> list[Value]:
 @rule("Einsum")
 def _einsum(t: T, node: Any, ins: Ins) -> list[Value]:
     eq = t.attr(node, "equation").replace(" ", "")
-    lhs, _, out = eq.partition("->")
+    lhs, arrow, out = eq.partition("->")
     terms = lhs.split(",")
-    if "." in eq:
-        raise UnsupportedOpError("Einsum with ellipsis", loc=t.b.loc)
-    if not _:
-        letters = sorted(c for c in set("".join(terms)) if "".join(terms).count(c) == 1)
-        out = "".join(letters)
     vals = list(ins)
-    # reduce repeated letters within a term (diagonals) are not supported; sum-only letters first
+    if len(terms) != len(vals):
+        raise UnsupportedOpError(f"Einsum equation '{eq}' has {len(terms)} terms for "
+                                 f"{len(vals)} inputs", loc=t.b.loc)
+    # an ellipsis stands for fresh (upper-case) letters, aligned from the right
+    ell = max((v.type.rank - len(term.replace("...", "")) for term, v in zip(terms, vals)
+               if "..." in term), default=0)
+    fresh = "".join(c for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZ" if c not in eq)[:ell]
+    for i, (term, v) in enumerate(zip(terms, vals)):
+        if "..." in term:
+            e = v.type.rank - len(term.replace("...", ""))
+            terms[i] = term.replace("...", fresh[ell - e:])
+    if not arrow:
+        letters = sorted(c for c in set("".join(terms)) if "".join(terms).count(c) == 1
+                         and c not in fresh)
+        out = fresh + "".join(letters)
+    out = out.replace("...", fresh)
+    # a letter shared by operands must have one size (size-1 ellipsis dims broadcast)
+    sizes: dict[str, int] = {}
+    for term, v in zip(terms, vals):
+        for c, n in zip(term, v.type.shape):
+            sizes[c] = max(sizes.get(c, n), n)
+    for i, (term, v) in enumerate(zip(terms, vals)):
+        want = tuple(sizes[c] for c in term)
+        if want != v.type.shape:
+            if any(n not in (1, w) for n, w in zip(v.type.shape, want)):
+                raise UnsupportedOpError(f"Einsum operand {i} of shape {list(v.type.shape)} does "
+                                         f"not match '{term}'", loc=t.b.loc)
+            vals[i] = t.op("tensor.broadcast_in_dim", v, shape=want,
+                           broadcast_dimensions=tuple(range(len(want))))
     for i, term in enumerate(terms):
-        if len(set(term)) != len(term):
-            raise UnsupportedOpError(f"Einsum term '{term}' repeats an index", loc=t.b.loc)
+        # a repeated letter takes the diagonal: zero off it, sum one copy away
+        while len(set(term)) != len(term):
+            c = next(c for c in term if term.count(c) > 1)
+            p, q = term.index(c), term.index(c, term.index(c) + 1)
+            v = vals[i]
+            eye = t.op("tensor.broadcast_in_dim", t.constant(np.eye(sizes[c], dtype=bool)),
+                       shape=v.type.shape, broadcast_dimensions=(p, q))
+            vals[i] = t.op("tensor.reduce_sum", t.op("tensor.select", eye, t.scalar(0, v), v),
+                           axes=(q,))
+            term = term[:q] + term[q + 1:]
+        terms[i] = term
+    # letters only one operand has and the output does not: summed first
+    for i, term in enumerate(terms):
         others = "".join(terms[:i] + terms[i + 1:]) + out
         lonely = [k for k, c in enumerate(term) if c not in others]
         if lonely:
@@ -900,10 +948,9 @@ def _conv_transpose(t: T, node: Any, ins: Ins) -> list[Value]:
     if out_shape is not None or t.attr(node, "auto_pad", "NOTSET") in ("SAME_UPPER", "SAME_LOWER"):
         target = list(out_shape)[-n:] if out_shape is not None else [s * st for s, st in zip(spatial, strides)]
         total = [f - o for f, o in zip(full, target)]
-        upper = t.attr(node, "auto_pad", "NOTSET") != "SAME_LOWER"
-        pads = [(tt - tt // 2, tt // 2) if not upper else (tt // 2, tt - tt // 2) for tt in total]
-        if out_shape is not None and t.attr(node, "auto_pad", "NOTSET") == "NOTSET":
-            pads = [(tt // 2, tt - tt // 2) for tt in total]
+        # the spec: SAME_UPPER puts the odd unit of padding at the end, otherwise at the start
+        upper = t.attr(node, "auto_pad", "NOTSET") == "SAME_UPPER"
+        pads = [(tt // 2, tt - tt // 2) if upper else (tt - tt // 2, tt // 2) for tt in total]
     else:
         p = t.attr(node, "pads") or [0] * (2 * n)
         pads = [(int(p[k]), int(p[k + n])) for k in range(n)]
@@ -947,9 +994,9 @@ def _pool_geometry(t: T, node: Any, x: Value) -> tuple[list[int], list[int], lis
 @rule("MaxPool", "AveragePool")
 def _pool(t: T, node: Any, ins: Ins) -> list[Value]:
     x = ins[0]
-    if len([o for o in node.output if o]) > 1:
-        raise UnsupportedOpError("MaxPool's Indices output", loc=t.b.loc)
     kernel, strides, dil, pads = _pool_geometry(t, node, x)
+    if len([o for o in node.output if o]) > 1:
+        return _max_pool_with_indices(t, node, x, kernel, strides, dil, pads)
     full_pad = ((0, 0), (0, 0)) + tuple(pads)
     win = dict(window=(1, 1) + tuple(kernel), strides=(1, 1) + tuple(strides), padding=full_pad,
                window_dilation=(1, 1) + tuple(dil))
@@ -972,6 +1019,48 @@ def _pool(t: T, node: Any, ins: Ins) -> list[Value]:
                      strides=tuple(strides), padding=tuple(pads), window_dilation=tuple(dil))
     return [t.op("tensor.div", s, t.op("tensor.broadcast_in_dim", count, shape=s.type.shape,
                                        broadcast_dimensions=tuple(range(2, s.type.rank))))]
+
+
+def _max_pool_with_indices(t: T, node: Any, x: Value, kernel: list[int], strides: list[int],
+                           dil: list[int], pads: list[tuple[int, int]]) -> list[Value]:
+    """MaxPool's second output: the flat index (into N,C,spatial...) of each window's first
+    maximum. The windows' taps are stacked on a leading axis (one strided slice of the
+    padded input per kernel offset), so the max and its position are one argmax."""
+    shape, n = x.type.shape, len(kernel)
+    spatial = shape[2:]
+    dt = x.type.dtype
+    low = -np.inf if dt.is_float else np.iinfo(dt.numpy).min
+    xp = t.op("tensor.pad", x, t.constant(np.array(low, dt.numpy)), low=(0, 0) + tuple(lo for lo, _ in pads),
+              high=(0, 0) + tuple(hi for _, hi in pads), interior=(0,) * (n + 2))
+    out = [(size + lo + hi - ((k - 1) * d + 1)) // s + 1
+           for size, (lo, hi), k, d, s in zip(spatial, pads, kernel, dil, strides)]
+    col_major = t.attr(node, "storage_order", 0)
+    taps, positions = [], []
+    for off in np.ndindex(*kernel):
+        start = (0, 0) + tuple(o * d for o, d in zip(off, dil))
+        limit = shape[:2] + tuple(st + (m - 1) * s + 1 for st, m, s in zip(start[2:], out, strides))
+        tap = t.op("tensor.slice", xp, start=start, limit=limit, strides=(1, 1) + tuple(strides))
+        taps.append(_reshape(t, tap, (1,) + tap.type.shape))
+        # where this tap reads, as a flat spatial index (row- or column-major)
+        coords = np.meshgrid(*[np.arange(m) * s - lo + o * d for m, s, (lo, _), o, d
+                               in zip(out, strides, pads, off, dil)], indexing="ij")
+        order = range(n - 1, -1, -1) if col_major else range(n)
+        flat = np.zeros(out, np.int64)
+        for a in order:
+            flat = flat * spatial[a] + coords[a]
+        positions.append(flat)
+    stack = t.op("tensor.concatenate", *taps, dimension=0) if len(taps) > 1 else taps[0]
+    which = t.op("tensor.argmax", stack, axis=0, index_dtype=DType.I64)      # [N, C, out...]
+    values = t.op("tensor.reduce_max", stack, axes=(0,))
+    table = t.constant(np.stack(positions))                                  # [K, out...]
+    k = len(positions)
+    base = np.arange(shape[0] * shape[1], dtype=np.int64).reshape(shape[:2] + (1,) * n) * int(np.prod(spatial))
+    pos_full = t.op("tensor.broadcast_in_dim", table, shape=(k,) + which.type.shape,
+                    broadcast_dimensions=(0,) + tuple(range(3, 3 + n)))
+    pos = take_along_axis(t, pos_full, _reshape(t, which, (1,) + which.type.shape), 0)
+    idx = t.op("tensor.add", _reshape(t, pos, which.type.shape),
+               t.broadcast_to(t.constant(base), which.type.shape))
+    return [values, idx]
 
 
 @rule("GlobalAveragePool", "GlobalMaxPool")
