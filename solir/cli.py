@@ -113,7 +113,6 @@ def cmd_show(args: argparse.Namespace) -> int:
     if args.stage == "onnx":
         if Path(args.file).suffix != ".onnx":
             raise SolirError("--stage onnx needs an .onnx model")
-        import onnx.printer
         from solir.frontends.onnx import load_model
         model, _ = load_model(args.file)
         print_ir(onnx_text(model), console)
