@@ -30,6 +30,9 @@ class Options:
     parallel: bool = True             # split the outermost parallel loop across threads
     fold_limit: int = 1 << 22         # constant-fold results up to this many elements
     parallel_min_work: int = 1 << 15  # points in a kernel below which threads don't pay
+    # force the matmul blocking (mr, nr, kc, mc, nc, mg) instead of deriving it from the
+    # target (tests and autotuning; nr is rounded up to whole vectors)
+    matmul_tiles: tuple[int, ...] | None = None
 
 
 @dataclass

@@ -14,6 +14,7 @@ from solir.ir.attrs import AffineMap
 from solir.ir.core import Module, Op
 from solir.ir.types import TensorType
 from solir.lower.pipeline import PassContext, pass_
+from solir.targets import Target
 
 
 def flat_coeffs(m: AffineMap, t: TensorType) -> tuple[list[int], int]:
@@ -45,7 +46,68 @@ def schedule(module: Module, ctx: PassContext) -> Module:
         for op in f.body.ops:
             if op.name == "kernel.generic":
                 _schedule(op, ctx)
+            elif op.name == "kernel.matmul":
+                _schedule_matmul(op, ctx)
     return module
+
+
+def matmul_blocking(target: Target, itemsize: int, m: int, n: int, k: int,
+                    min_units: int = 1) -> dict[str, int]:
+    """BLIS blocking from the target: an MR x NR register tile (NR = two vectors, MR as many
+    rows as the vector registers allow beside them), KC so a KC x NR panel of B fills half of
+    L1, MC so an MC x KC block of A fills half of L2, NC so KC x NC of B stays in L3; then
+    NC (or else MC) shrinks until there are `min_units` units of work for the threads."""
+    lanes = target.lanes(itemsize)
+    nv = 2 if lanes > 1 else 4
+    nr = nv * lanes
+    mr = max(1, min(16, (target.vector_registers - nv - 1) // nv))
+    kc = max(32, min(1024, target.l1_kib * 1024 // 2 // (nr * itemsize)) // 8 * 8)
+    kc = min(kc, max(8, -(-k // 8) * 8))
+    mc = max(mr, target.l2_kib * 1024 // 2 // (kc * itemsize) // mr * mr)
+    mc = min(mc, -(-m // mr) * mr)
+    nc = max(nr, min(4096, target.l3_kib * 1024 // 4 // (kc * itemsize)) // nr * nr)
+    nc = min(nc, -(-n // nr) * nr)
+    # Units of work for the threads: column blocks (each packs all of A again) when A is the
+    # smaller operand, else groups of `mg` row blocks (each packs its B block again).
+    if -(-n // nc) < min_units and m <= n:
+        nc = min(nc, max(nr, -(-(-(-n // min_units)) // nr) * nr))
+    nb = -(-n // nc)
+    groups = max(1, -(-min_units // nb))
+    if -(-m // mc) < groups:
+        mc = max(mr, -(-(-(-m // groups)) // mr) * mr)
+    mb = -(-m // mc)
+    mg = -(-mb // min(groups, mb))
+    return {"mr": mr, "nr": nr, "kc": kc, "mc": mc, "nc": nc, "mg": mg}
+
+
+def _threads_hint(ctx: PassContext) -> int:
+    if ctx.target.name != "host":
+        return 4
+    import os
+    return min(64, os.cpu_count() or 1)     # the machine's, not this process's share: the
+                                            # cache key does not depend on affinity
+
+
+def _schedule_matmul(op: Op, ctx: PassContext) -> None:
+    batch, m, n = op.results[0].type.shape
+    a = op.operands[0].type
+    k = a.shape[1] if op.attrs.get("trans_a") else a.shape[2]
+    work = batch * m * n * k
+    threads = ctx.options.parallel and work >= ctx.options.parallel_min_work * 8
+    # two units per thread of the machine compiling (for the host), so they share evenly
+    blocking = matmul_blocking(ctx.target, op.results[0].type.dtype.itemsize, m, n, k,
+                               min_units=max(1, -(-2 * _threads_hint(ctx) // batch)) if threads else 1)
+    if ctx.options.matmul_tiles is not None:
+        mr, nr, kc, mc, nc, mg = (max(1, int(t)) for t in ctx.options.matmul_tiles)
+        lanes = ctx.target.lanes(op.results[0].type.dtype.itemsize)
+        nr = -(-nr // lanes) * lanes
+        blocking = {"mr": mr, "nr": nr, "kc": kc, "mc": max(mc, mr), "nc": max(nc, nr), "mg": mg}
+    op.attrs.update(blocking)
+    units = batch * -(-(-(-m // blocking["mc"])) // blocking["mg"]) * -(-n // blocking["nc"])
+    if threads and units > 1:
+        op.attrs["parallel"] = 0
+    else:
+        op.attrs.pop("parallel", None)
 
 
 def _schedule(op: Op, ctx: PassContext) -> None:

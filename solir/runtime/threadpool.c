@@ -1,4 +1,5 @@
-/* solir's runtime library (libsolir_rt.so.1): the thread pool every model library shares.
+/* solir's runtime library (libsolir_rt.so.1): the thread pool every model library shares,
+ * and per-thread scratch memory (solir_scratch) for kernels that pack their operands.
  *
  * solir_parallel_for(fn, ctx, n) runs fn(ctx, begin, end) over [0, n) in chunks. Chunks are
  * taken from an atomic counter, so when another process takes a core the remaining chunks
@@ -114,4 +115,22 @@ void solir_parallel_for(solir_chunk_fn fn, void **ctx, int64_t n) {
     pthread_mutex_unlock(&mu);
     release(j);
     pthread_mutex_unlock(&busy);
+}
+
+/* Scratch memory for the calling thread, at least `bytes` long and 64-byte aligned. Each
+ * thread keeps one buffer, grown when a larger one is asked for and never freed, so after the
+ * first call a kernel's packing buffers cost no allocation. Returns NULL if memory runs out
+ * (the caller then has nowhere to pack; the size is small and fixed at compile time). */
+void *solir_scratch(int64_t bytes) {
+    static __thread void *buf = NULL;
+    static __thread int64_t have = 0;
+    if (bytes > have) {
+        int64_t size = (bytes + 4095) / 4096 * 4096;
+        void *p = aligned_alloc(64, (size_t)size);
+        if (p == NULL) return NULL;
+        free(buf);
+        buf = p;
+        have = size;
+    }
+    return buf;
 }

@@ -10,6 +10,7 @@ from solir.errors import UnsupportedOpError
 from solir.ir.attrs import AffineExpr, AffineMap
 from solir.ir.core import Builder, Op, Value
 from solir.ir.ops.kernel import build_generic
+from solir.ir.ops.matmul import build_matmul, matmul_applies
 from solir.ir.registry import CONTRACTION, OpDef, register
 from solir.ir.types import DType, TensorType
 
@@ -77,6 +78,9 @@ def _lower_dot(op: Op, b: Builder) -> list[Value]:
     lfree = [k for k in range(lhs.type.rank) if k not in lc + lb]
     rfree = [k for k in range(rhs.type.rank) if k not in rc + rb]
     nb, nl, nr, nc = len(lb), len(lfree), len(rfree), len(lc)
+    out = op.results[0].type
+    if matmul_applies(lhs.type, rhs.type, out, nc):      # the packed microkernel
+        return [build_matmul(b, lhs, rhs, lb, lfree, lc, rb, rfree, rc, out.shape)]
     n = nb + nl + nr + nc
     ldim, rdim = [0] * lhs.type.rank, [0] * rhs.type.rank
     for i, (a, c) in enumerate(zip(lb, rb)):

@@ -74,7 +74,7 @@ def _emit_func(llmod: ir.Module, f: Func, target: Target) -> None:
         if op.attrs.get("parallel") is not None:
             b.call(pool, [chunk, bufs, const64(units_of(op))])
         else:
-            b.call(chunk, [bufs, const64(0), const64(1)])
+            b.call(chunk, [bufs, const64(0), const64(units_of(op))])
     b.ret(ir.Constant(I32, 0))
 
 

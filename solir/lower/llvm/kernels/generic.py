@@ -29,6 +29,9 @@ def units_of(op: Op) -> int:
     """How many units of work the thread pool splits (iterations of the outermost loop, in
     vectors when that loop is the vector dim)."""
     a = op.attrs
+    if op.name == "kernel.matmul":          # its chunk function always walks its units
+        from solir.lower.llvm.kernels.matmul import matmul_units
+        return matmul_units(op)
     if a.get("parallel") is None:
         return 1
     d = a["parallel"]

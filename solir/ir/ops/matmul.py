@@ -1,0 +1,107 @@
+"""kernel.matmul: a batched matrix product computed by the packed, register-blocked
+microkernel (BLIS-style; the emitter is solir/lower/llvm/kernels/matmul.py).
+
+    C[b, i, j] = sum_p A[b, i, p] * B[b, p, j]        A: [B, M, K] (or [B, K, M] if trans_a)
+                                                       B: [B, K, N] (or [B, N, K] if trans_b)
+
+A size-1 batch of an operand is broadcast (a weight shared by every batch element). Every
+float contraction (dot_general with any batch/contracting layout) lowers to it: operands are
+viewed as 3-d (no copy when their dims are already grouped, one transpose otherwise), and the
+result [B, M, N] is viewed back in dot_general's order. The blocking (mr, nr, kc, mc, nc) is
+chosen by the `schedule` pass from the target (mg = row blocks per unit of work); it never
+changes results.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from solir.ir.attrs import AffineMap
+from solir.ir.core import Builder, Value
+from solir.ir.registry import KERNEL, OpDef, register
+from solir.ir.types import DType, TensorType
+
+BLOCKING = ("mr", "nr", "kc", "mc", "nc", "mg")
+
+
+def _mnk(types: Sequence[TensorType], attrs: dict[str, Any]) -> tuple[int, int, int, int, int]:
+    a, b = types
+    if a.rank != 3 or b.rank != 3:
+        raise ValueError("kernel.matmul takes 3-d operands [batch, rows, cols]")
+    m, k = (a.shape[2], a.shape[1]) if attrs.get("trans_a") else (a.shape[1], a.shape[2])
+    k2, n = (b.shape[2], b.shape[1]) if attrs.get("trans_b") else (b.shape[1], b.shape[2])
+    if k != k2:
+        raise ValueError(f"contracting sizes differ: {k} and {k2}")
+    if a.shape[0] != b.shape[0] and 1 not in (a.shape[0], b.shape[0]):
+        raise ValueError(f"batch sizes {a.shape[0]} and {b.shape[0]} do not broadcast")
+    return max(a.shape[0], b.shape[0]), m, n, k, 0
+
+
+def _infer(types: list[TensorType], attrs: dict[str, Any]) -> list[TensorType]:
+    batch, m, n, _, _ = _mnk(types, attrs)
+    if types[0].dtype != types[1].dtype or not types[0].dtype.is_float:
+        raise ValueError("kernel.matmul multiplies two float operands of one dtype")
+    return [TensorType((batch, m, n), types[0].dtype)]
+
+
+def _reference(attrs: dict[str, Any], a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a64 = a.astype(np.float64)
+    b64 = b.astype(np.float64)
+    if attrs.get("trans_a"):
+        a64 = a64.transpose(0, 2, 1)
+    if attrs.get("trans_b"):
+        b64 = b64.transpose(0, 2, 1)
+    return np.matmul(a64, b64).astype(a.dtype)
+
+
+register(OpDef(
+    name="kernel.matmul", operands=("a", "b"), infer=_infer,
+    optional_attrs={"trans_a": False, "trans_b": False, "kernel": "matmul",
+                    **{k: None for k in BLOCKING}, "parallel": None},
+    reference=_reference, kind=KERNEL,
+    doc="Batched C = A B by the packed register-blocked microkernel; A is [B,M,K] "
+        "([B,K,M] if trans_a), B is [B,K,N] ([B,N,K] if trans_b); a batch of 1 broadcasts."))
+
+
+# ---- from dot_general ------------------------------------------------------------------------------
+
+def _as_3d(b: Builder, v: Value, batch: Sequence[int], first: Sequence[int],
+           second: Sequence[int]) -> tuple[Value, bool]:
+    """v viewed as [prod(batch), prod(first), prod(second)] (trans=False) or, if its dims are
+    stored the other way round, [batch, second, first] (trans=True). A copy only when the
+    dims are interleaved."""
+    from solir.ir.ops.kernel import build_generic
+    size = lambda ds: int(np.prod([v.type.shape[d] for d in ds], dtype=np.int64))  # noqa: E731
+    shape = (size(batch), size(first), size(second))
+    trans = False
+    if tuple(batch) + tuple(first) + tuple(second) == tuple(range(v.type.rank)):
+        pass
+    elif tuple(batch) + tuple(second) + tuple(first) == tuple(range(v.type.rank)):
+        trans, shape = True, (shape[0], shape[2], shape[1])
+    else:
+        perm = tuple(batch) + tuple(first) + tuple(second)
+        n = v.type.rank
+        [v] = build_generic(b, [v.type.shape[p] for p in perm], "p" * n,
+                            [(v, AffineMap.select(n, tuple(perm.index(d) for d in range(n))))],
+                            lambda inner, args: [args[0]], [v.type.dtype], name="transpose",
+                            loc=b.loc)
+    if v.type.shape != shape:
+        v = b("tensor.reshape", v, shape=shape)
+    return v, trans
+
+
+def build_matmul(b: Builder, lhs: Value, rhs: Value, lb: Sequence[int], lfree: Sequence[int],
+                 lc: Sequence[int], rb: Sequence[int], rfree: Sequence[int], rc: Sequence[int],
+                 out_shape: Sequence[int]) -> Value:
+    """dot_general -> kernel.matmul, with the result in dot_general's [batch, lfree, rfree]."""
+    a, ta = _as_3d(b, lhs, lb, lfree, lc)
+    w, tb = _as_3d(b, rhs, rb, rc, rfree)
+    c = b.op("kernel.matmul", [a, w], {"trans_a": ta, "trans_b": tb}).result
+    return c if c.type.shape == tuple(out_shape) else b("tensor.reshape", c, shape=tuple(out_shape))
+
+
+def matmul_applies(lhs: TensorType, rhs: TensorType, out: TensorType, n_contract: int) -> bool:
+    return (n_contract > 0 and lhs.dtype == rhs.dtype == out.dtype
+            and lhs.dtype in (DType.F32, DType.F64) and out.size > 0 and lhs.size > 0)

@@ -1,0 +1,71 @@
+"""A schedule never changes results: random matmul blockings, transposed and batched
+layouts, vector on/off and thread counts all agree with the reference interpreter (and with
+each other bit for bit where only the thread count differs)."""
+
+import jax.numpy as jnp
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import solir
+from solir.ir.interpreter import run_module
+
+
+@st.composite
+def matmul_case(draw):
+    batch = draw(st.sampled_from([1, 2, 3]))
+    m, n, k = (draw(st.integers(1, 40)) for _ in range(3))
+    layout = draw(st.sampled_from(["nn", "nt", "tn", "tt"]))
+    shared = draw(st.booleans())          # the rhs shared by every batch (a weight)
+    tiles = (draw(st.integers(1, 9)), draw(st.sampled_from([8, 16, 24, 32])),
+             draw(st.integers(1, 48)), draw(st.integers(1, 48)), draw(st.integers(1, 48)),
+             draw(st.integers(1, 4)))
+    threads = draw(st.sampled_from([1, 2]))
+    return batch, m, n, k, layout, shared, tiles, threads
+
+
+def _operands(batch, m, n, k, layout, shared, rng):
+    a = rng.standard_normal((batch, k, m) if layout[0] == "t" else (batch, m, k)).astype(np.float32)
+    shape_b = (k, n) if layout[1] == "n" else (n, k)
+    b = rng.standard_normal(shape_b if shared else (batch,) + shape_b).astype(np.float32)
+    return a, b
+
+
+def _fn(layout, shared):
+    lhs = "bkm" if layout[0] == "t" else "bmk"
+    rhs = ("kn" if layout[1] == "n" else "nk") if shared else ("bkn" if layout[1] == "n" else "bnk")
+    return lambda a, b: jnp.einsum(f"{lhs},{rhs}->bmn", a, b)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=matmul_case())
+def test_random_matmul_blocking_matches_the_interpreter(case):
+    batch, m, n, k, layout, shared, tiles, threads = case
+    a, b = _operands(batch, m, n, k, layout, shared, np.random.default_rng(0))
+    f = solir.jit(_fn(layout, shared), options=solir.Options(matmul_tiles=tiles),
+                  num_threads=threads)
+    lowered = f.lower(a, b)
+    assert "kernel.matmul" in lowered.as_text("schedule")
+    (want,) = run_module(lowered.compilation.module, [a, b])
+    np.testing.assert_allclose(f(a, b), want, rtol=1e-5, atol=1e-5)
+
+
+def test_thread_count_never_changes_a_bit():
+    rng = np.random.default_rng(1)
+    a, b = rng.standard_normal((300, 257)).astype(np.float32), rng.standard_normal((257, 333)).astype(np.float32)
+    outs = [solir.jit(lambda a, b: jnp.tanh(a @ b), num_threads=t)(a, b) for t in (1, 2, 3)]
+    for o in outs[1:]:
+        np.testing.assert_array_equal(o, outs[0])
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(vectorize=st.booleans(), parallel=st.booleans(), fuse=st.booleans(),
+       shape=st.tuples(st.integers(1, 9), st.integers(1, 70)))
+def test_generic_schedules_match_the_interpreter(vectorize, parallel, fuse, shape):
+    x = np.random.default_rng(2).standard_normal(shape).astype(np.float32)
+    fn = lambda x: jnp.exp(x - x.max(axis=1, keepdims=True)).sum(axis=1) * jnp.tanh(x[:, 0])  # noqa: E731
+    f = solir.jit(fn, options=solir.Options(vectorize=vectorize, parallel=parallel, fuse=fuse,
+                                            parallel_min_work=1))
+    lowered = f.lower(x)
+    (want,) = run_module(lowered.compilation.module, [x])
+    np.testing.assert_allclose(f(x), want, rtol=2e-6, atol=1e-6)
