@@ -30,7 +30,7 @@ def exclusions() -> list[tuple[str, str]]:
 
 
 backend_test = onnx.backend.test.BackendTest(SolirBackend, __name__)
-if not os.environ.get("SOLIR_ONNX_ALL"):        # SOLIR_ONNX_ALL=1 runs the excluded tests too
+if os.environ.get("SOLIR_ONNX_ALL") != "1":   # SOLIR_ONNX_ALL=1 runs the excluded tests too
     for _pattern, _reason in exclusions():
         backend_test.exclude(_pattern)
 globals().update(backend_test.test_cases)

@@ -206,12 +206,77 @@ def _conv_generic_layout(lhs: TensorType, rhs: TensorType, attrs: dict[str, Any]
 
 def _lower_conv(op: Op, b: Builder) -> list[Value]:
     lhs, rhs = op.operands
+    im2col = _conv_as_matmul(op, b)
+    if im2col is not None:
+        return [im2col]
     dims, its, lmap, rmap, p = _conv_generic_layout(lhs.type, rhs.type, op.attrs)
     out = op.results[0].type
     [split] = build_generic(b, dims, its, [(lhs, lmap), (rhs, rmap)], _mul_body(out.dtype),
                             [out.dtype], combiner="add", pads=[0, None], name="conv", loc=op.loc)
     return [b.op("tensor.reshape", [split], {"shape": out.shape},
                  name_hint=op.results[0].name).result]
+
+
+def _conv_as_matmul(op: Op, b: Builder) -> Value | None:
+    """im2col + the matmul microkernel, for ungrouped float convs whose output keeps its
+    feature dim first (NCHW: C[n] = W[O,R] x P[n]^T) or last (NHWC: C[N*S, O] = P x W[R,O]).
+    P[n, s..., r...] holds each output position's receptive field (zero outside the input),
+    r in the kernel's memory order so W needs no copy; a 1x1 stride-1 conv uses its input as
+    P directly. Returns None when the conv does not fit (grouped, ints, odd layouts)."""
+    lhs, rhs = op.operands
+    out = op.results[0].type
+    p = conv_params(lhs.type, rhs.type, op.attrs)
+    ns, rank = p["ns"], lhs.type.rank
+    if p["groups"] != 1 or out.dtype not in (DType.F32, DType.F64) or \
+            not lhs.type.dtype == rhs.type.dtype == out.dtype or out.size == 0:
+        return None
+    lsp, rsp, osp = p["lhs_spec"], p["rhs_spec"], p["out_spec"]
+    if list(osp[2:]) != sorted(osp[2:]) or osp[0] != 0:
+        return None
+    feature_first = osp[1] == 1 and list(osp[2:]) == list(range(2, rank))
+    feature_last = osp[1] == rank - 1 and list(osp[2:]) == list(range(1, rank - 1))
+    o_pos = rsp[0]
+    if not (feature_first or feature_last) or o_pos not in (0, rank - 1):
+        return None
+    r_dims = [d for d in range(rank) if d != o_pos]          # rhs memory order of (c, window)
+    n, o = p["n"], p["o"]
+    S = int(np.prod(p["out_shape"][2:] if feature_first else p["out_shape"][1:-1], dtype=np.int64))
+    R = int(np.prod([rhs.type.shape[d] for d in r_dims], dtype=np.int64))
+    spatial_out = [p["out_shape"][osp[2 + k]] for k in range(ns)]
+    pointwise = (all(w == 1 for w in p["window"]) and all(s == 1 for s in p["strides"])
+                 and all(pp == (0, 0) for pp in p["padding"]) and all(d == 1 for d in p["lhs_dilation"]))
+    if pointwise and list(lsp) == list(osp):
+        patches, p_trans = lhs, not feature_first    # NCHW input is already [n, R=C, S]
+    else:
+        # P[n, s_1..s_k, r...]: dims = n, output spatial, then (c, window) in rhs order
+        dims = [n] + spatial_out + [rhs.type.shape[d] for d in r_dims]
+        nd = len(dims)
+        role = {}                                    # rhs dim -> generic dim
+        for j, d in enumerate(r_dims):
+            role[d] = 1 + ns + j
+        exprs: list[AffineExpr] = [AffineExpr.constant(nd, 0)] * rank
+        exprs[lsp[0]] = AffineExpr.dim(nd, 0)
+        exprs[lsp[1]] = AffineExpr.dim(nd, role[rsp[1]])
+        for k in range(ns):
+            coeffs = [0] * nd
+            coeffs[1 + k] = p["strides"][k]
+            coeffs[role[rsp[2 + k]]] = p["rhs_dilation"][k]
+            exprs[lsp[2 + k]] = AffineExpr(tuple(coeffs), -p["padding"][k][0], p["lhs_dilation"][k])
+        [patches] = build_generic(b, dims, "p" * nd, [(lhs, AffineMap(nd, tuple(exprs)))],
+                                  lambda inner, args: [args[0]], [lhs.type.dtype], pads=[0],
+                                  name="im2col", loc=op.loc)
+        p_trans = True                               # [n, S, R]
+    if feature_first:
+        pv = b("tensor.reshape", patches, shape=(n, R, S) if not p_trans else (n, S, R))
+        wv = b("tensor.reshape", rhs, shape=(1, o, R) if o_pos == 0 else (1, R, o))
+        c = b.op("kernel.matmul", [wv, pv], {"trans_a": o_pos != 0, "trans_b": p_trans}).result
+    else:
+        if not p_trans:
+            return None
+        pv = b("tensor.reshape", patches, shape=(1, n * S, R))
+        wv = b("tensor.reshape", rhs, shape=(1, R, o) if o_pos != 0 else (1, o, R))
+        c = b.op("kernel.matmul", [pv, wv], {"trans_b": o_pos == 0}).result
+    return b.op("tensor.reshape", [c], {"shape": out.shape}, name_hint=op.results[0].name).result
 
 
 def _ref_conv(attrs: dict[str, Any], lhs: np.ndarray, rhs: np.ndarray) -> np.ndarray:
