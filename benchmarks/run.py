@@ -1,4 +1,4 @@
-"""solir against its peers on the PERF.md workloads, side by side in one run.
+"""solir against its peers (jax.jit, ONNX Runtime) on the PERF.md workloads, side by side.
 
     python benchmarks/run.py                      # quick set, 1 and 2 threads
     python benchmarks/run.py --all --repeats 15   # every workload
@@ -6,10 +6,12 @@
 
 Each thread count runs in its own worker process, pinned to that many CPUs before any
 framework starts (so every peer gets the same cores): solir with SOLIR_NUM_THREADS, XLA
-with its intra-op thread flags. Inside a worker the peers are timed in interleaved rounds
-(solir, jax, solir, jax, ...) so that drift on this shared machine hits all of them alike;
+with its intra-op thread flags, ORT with intra_op_num_threads. Inside a worker the peers are
+timed in interleaved rounds (solir, jax, ort, solir, ...) so that drift on this shared machine
+hits all of them alike;
 each sample is the mean of enough back-to-back calls to last ~20 ms, and the table shows
 the median of the samples. Results are checked against jax before anything is timed.
+Rates are against this machine's FMA peak and STREAM bandwidth, measured by peak.c.
 """
 
 from __future__ import annotations
@@ -28,11 +30,30 @@ from typing import Any, Callable
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-# The machine's limits from PERF.md (fp32 FMA peak with independent ymm chains, and STREAM
-# triad), by thread count; PERF.md gives ranges at 2 threads (121-129 GFLOP/s, 20-28 GB/s), these
-# are their midpoints.
-PEAK_GFLOPS = {1: 101.0, 2: 125.0}
-STREAM_GBS = {1: 22.7, 2: 24.0}
+# PERF.md's limits (its Zen 3 machine), used when the measurement below cannot run.
+PERF_MD_LIMITS = {1: {"fma_gflops": 101.0, "triad_gbs": 22.7}, 2: {"fma_gflops": 125.0, "triad_gbs": 24.0}}
+
+
+def machine_limits(threads: int) -> dict[str, Any]:
+    """This machine's FMA peak and STREAM triad bandwidth at `threads`, measured by
+    benchmarks/peak.c (built with the system compiler); PERF.md's figures if that fails."""
+    exe = Path(tempfile.gettempdir()) / f"solir-peak-{os.getuid()}"
+    src = Path(__file__).with_name("peak.c")
+    try:
+        if not exe.exists() or exe.stat().st_mtime < src.stat().st_mtime:
+            subprocess.run(["cc", "-O3", "-march=native", "-ffp-contract=fast", "-pthread",
+                            str(src), "-o", str(exe)], check=True, capture_output=True)
+        best: dict[str, Any] = {}
+        for _ in range(3):      # the machine is noisy: the best of three runs
+            out = json.loads(subprocess.run([str(exe), str(threads)], check=True,
+                                            capture_output=True, text=True).stdout)
+            for k in ("fma_gflops", "triad_gbs"):
+                best[k] = max(best.get(k, 0.0), out[k])
+            best["vector_bits"] = out["vector_bits"]
+        best["source"] = "measured"
+        return best
+    except (OSError, subprocess.CalledProcessError, ValueError):
+        return {**PERF_MD_LIMITS.get(threads, PERF_MD_LIMITS[2]), "source": "PERF.md"}
 
 
 # -- worker: one thread count, every workload --------------------------------------------------------
@@ -94,6 +115,9 @@ def worker(names: list[str], threads: int, repeats: int) -> None:
 
         peers = {"solir": lambda: compiled(*args),
                  "jax": lambda: jax.block_until_ready(jitted(*jargs))}
+        ort_run = _onnxruntime(w, args, threads, want, row)
+        if ort_run is not None:
+            peers["ort"] = ort_run
         inner = {p: _calibrate(f) for p, f in peers.items()}
         samples: dict[str, list[float]] = {p: [] for p in peers}
         for _ in range(repeats):
@@ -105,26 +129,61 @@ def worker(names: list[str], threads: int, repeats: int) -> None:
         print(json.dumps(row), flush=True)
 
 
+def _onnxruntime(w: Any, args: tuple, threads: int, want: Any, row: dict[str, Any]) -> Any:
+    """ONNX Runtime on the workload's ONNX graph (all optimizations, `threads` intra-op
+    threads, sequential execution), checked against jax; None if unavailable."""
+    if w.onnx is None:
+        return None
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return None
+    import jax
+    import numpy as np
+    model, feed = w.onnx(*args)
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    t = time.perf_counter()
+    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    (got,) = sess.run(None, feed)
+    row["ort_compile_s"] = time.perf_counter() - t
+    (ref,) = jax.tree_util.tree_leaves(want)
+    ref = np.asarray(ref)
+    row["ort_max_rel_err"] = float(np.max(np.abs(got - ref) / (1 + np.abs(ref))))
+    return lambda: sess.run(None, feed)
+
+
 # -- driver: spawn workers, print the table ---------------------------------------------------------
-def _fmt_rate(row: dict[str, Any], peer: str) -> str:
-    sec = row[f"{peer}_ms"] / 1e3
+PEERS = ("jax", "ort")
+
+
+def _fmt_rate(row: dict[str, Any], limits: dict[str, Any]) -> str:
+    sec = row["solir_ms"] / 1e3
     if row["bound"] == "memory":
         gbs = row["bytes"] / sec / 1e9
-        return f"{gbs:6.1f} GB/s ({100 * gbs / STREAM_GBS[row['threads']]:3.0f}%)"
+        return f"{gbs:6.1f} GB/s ({100 * gbs / limits['triad_gbs']:3.0f}%)"
     gf = row["flops"] / sec / 1e9
-    return f"{gf:6.1f} GF/s ({100 * gf / PEAK_GFLOPS[row['threads']]:3.0f}%)"
+    return f"{gf:6.1f} GF/s ({100 * gf / limits['fma_gflops']:3.0f}%)"
 
 
-def table(rows: list[dict[str, Any]], markdown: bool) -> str:
-    head = ["workload", "thr", "solir ms", "jax ms", "solir/jax", "solir rate (of peak)",
-            "compile cold / cached s", "max rel err"]
+def table(rows: list[dict[str, Any]], markdown: bool, limits: dict[int, dict[str, Any]]) -> str:
+    head = ["workload", "thr", "solir ms", "jax ms", "ort ms", "solir / fastest peer",
+            "solir rate (of peak)", "compile cold / cached s", "max rel err"]
     lines = []
     for r in rows:
         if "solir_ms" not in r:
-            lines.append([r["workload"], str(r["threads"]), "-", "-", "-", r.get("error", "failed"), "", ""])
+            lines.append([r["workload"], str(r["threads"]), "-", "-", "-", "-",
+                          r.get("error", "failed"), "", ""])
             continue
-        lines.append([r["workload"], str(r["threads"]), f"{r['solir_ms']:.3f}", f"{r['jax_ms']:.3f}",
-                      f"{r['solir_ms'] / r['jax_ms']:.2f}x", _fmt_rate(r, "solir"),
+        peers = {p: r[f"{p}_ms"] for p in PEERS if f"{p}_ms" in r}
+        fastest = min(peers, key=peers.get)
+        lines.append([r["workload"], str(r["threads"]), f"{r['solir_ms']:.3f}",
+                      *(f"{r[f'{p}_ms']:.3f}" if f"{p}_ms" in r else "-" for p in PEERS),
+                      f"{r['solir_ms'] / peers[fastest]:.2f}x ({fastest})",
+                      _fmt_rate(r, limits[r["threads"]]),
                       f"{r['solir_compile_s']:.2f} / {r['solir_cached_s']:.3f}",
                       f"{r['max_rel_err']:.1e}" + (" !" if "error" in r else "")])
     if markdown:
@@ -165,11 +224,15 @@ def main() -> int:
                 tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
                 got = [{"workload": name, "threads": n, "error": tail[:80]}]
             rows += got
-    print(f"solir vs jax.jit on {os.uname().nodename}, {time.strftime('%Y-%m-%d %H:%M')}, "
-          f"medians of {a.repeats} interleaved samples")
-    print(table(rows, a.markdown))
+    limits = {n: machine_limits(n) for n in threads}
+    print(f"solir vs jax.jit and onnxruntime on {os.uname().nodename}, "
+          f"{time.strftime('%Y-%m-%d %H:%M')}, medians of {a.repeats} interleaved samples")
+    for n, lim in limits.items():
+        print(f"  {n} thread{'s' if n > 1 else ''}: FMA peak {lim['fma_gflops']:.0f} GFLOP/s, "
+              f"STREAM triad {lim['triad_gbs']:.1f} GB/s ({lim['source']})")
+    print(table(rows, a.markdown, limits))
     if a.json:
-        Path(a.json).write_text(json.dumps(rows, indent=1))
+        Path(a.json).write_text(json.dumps({"limits": limits, "rows": rows}, indent=1))
     return 0
 
 

@@ -9,6 +9,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from benchmarks import onnx_models as ox
 from solir import zoo
 
 
@@ -21,6 +22,7 @@ class Workload:
     bytes: float           # compulsory memory traffic per call (inputs + outputs)
     bound: str             # "compute" or "memory": which machine limit to compare with
     tier: str = "quick"    # "quick" runs by default, "full" with --all
+    onnx: Callable[..., Any] | None = None   # the same computation as an ONNX graph (for ORT)
 
     def inputs(self, seed: int = 0) -> tuple:
         return self.make_inputs(np.random.default_rng(seed))
@@ -28,7 +30,7 @@ class Workload:
 
 def _gemm(n: int, tier: str) -> Workload:
     return Workload(f"gemm_{n}", zoo.gemm, lambda r: (zoo.normal(r, n, n), zoo.normal(r, n, n)),
-                    2.0 * n ** 3, 3 * 4 * n * n, "compute", tier)
+                    2.0 * n ** 3, 3 * 4 * n * n, "compute", tier, ox.gemm)
 
 
 def _mlp(act: str) -> Workload:
@@ -37,7 +39,7 @@ def _mlp(act: str) -> Workload:
     return Workload(f"mlp_{act}", lambda x, p: zoo.mlp(x, p, act),
                     lambda r: (zoo.normal(r, 256, 784), zoo.mlp_params(r, sizes)),
                     flops, 4 * (256 * 784 + sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))),
-                    "compute")
+                    "compute", onnx=ox.mlp(act))
 
 
 def _conv(batch: int, tier: str) -> Workload:
@@ -46,7 +48,7 @@ def _conv(batch: int, tier: str) -> Workload:
                     lambda r: (zoo.normal(r, batch, c, hw, hw), zoo.normal(r, c, c, 3, 3, scale=0.05),
                                zoo.normal(r, c, scale=0.1)),
                     2.0 * batch * c * c * 9 * hw * hw, 4 * (2 * batch * c * hw * hw + c * c * 9),
-                    "compute", tier)
+                    "compute", tier, ox.conv2d)
 
 
 def _transformer(batch: int, d: int, heads: int, ffn: int, tier: str) -> Workload:
@@ -56,7 +58,8 @@ def _transformer(batch: int, d: int, heads: int, ffn: int, tier: str) -> Workloa
     return Workload(f"transformer_b{batch}",
                     lambda x, p: zoo.transformer_block(x, p, heads=heads),
                     lambda r: (zoo.normal(r, batch, seq, d), zoo.transformer_params(r, d, ffn)),
-                    flops, 4 * (2 * tokens * d + 4 * d * d + 2 * d * ffn), "compute", tier)
+                    flops, 4 * (2 * tokens * d + 4 * d * d + 2 * d * ffn), "compute", tier,
+                    ox.transformer(heads))
 
 
 N_ELT = 1 << 24
@@ -66,13 +69,13 @@ WORKLOADS: dict[str, Workload] = {w.name: w for w in [
     _gemm(256, "quick"), _gemm(512, "quick"), _gemm(1024, "quick"), _gemm(2048, "full"),
     _mlp("relu"), _mlp("gelu"),
     Workload("eltwise_chain", zoo.eltwise_chain, lambda r: (zoo.normal(r, N_ELT),),
-             6.0 * N_ELT, 2 * 4 * N_ELT, "memory"),
+             6.0 * N_ELT, 2 * 4 * N_ELT, "memory", onnx=ox.eltwise_chain),
     Workload("softmax", zoo.softmax, lambda r: (zoo.normal(r, ROWS, COLS),),
-             5.0 * ROWS * COLS, 2 * 4 * ROWS * COLS, "memory"),
+             5.0 * ROWS * COLS, 2 * 4 * ROWS * COLS, "memory", onnx=ox.softmax),
     Workload("layernorm", zoo.layernorm,
              lambda r: (zoo.normal(r, ROWS, COLS), 1 + zoo.normal(r, COLS, scale=0.1),
                         zoo.normal(r, COLS, scale=0.1)),
-             8.0 * ROWS * COLS, 2 * 4 * ROWS * COLS, "memory"),
+             8.0 * ROWS * COLS, 2 * 4 * ROWS * COLS, "memory", onnx=ox.layernorm),
     _conv(1, "quick"), _conv(8, "full"),
     _transformer(1, 256, 4, 1024, "quick"), _transformer(8, 768, 12, 3072, "full"),
 ]}
