@@ -231,6 +231,18 @@ def _libm(name: str) -> Callable[..., ir.Value]:
     return lambda e, op, args: e.libm(name, args)
 
 
+def _vmath(name: str, fallback: Callable[..., ir.Value]) -> Callable[..., ir.Value]:
+    """f32 (and f16/bf16, computed in f32) through solir's vector polynomial math; f64 through
+    `fallback` (libm)."""
+    from solir.lower.llvm import vmath
+
+    def emit(e: ElementEmitter, op: Op, args: list[ir.Value]) -> ir.Value:
+        if vmath.is_f32(args[0]):
+            return getattr(vmath, name)(e, args[0])
+        return fallback(e, op, args)
+    return emit
+
+
 def _emit_neg(e: ElementEmitter, op: Op, args: list[ir.Value]) -> ir.Value:
     if op.operands[0].type.dtype.is_float:
         return e.b.fneg(args[0])
@@ -384,18 +396,19 @@ _ew("floor", 1, _np(np.floor), _intr("floor"), verify=_floats_only)
 _ew("ceil", 1, _np(np.ceil), _intr("ceil"), verify=_floats_only)
 _ew("round", 1, _round, _emit_round, verify=_floats_only, optional={"method": "even"},
     doc="method 'even' rounds half to even, 'away' half away from zero.")
-_ew("exp", 1, _np(np.exp), _intr("exp"), verify=_floats_only)
+_ew("exp", 1, _np(np.exp), _vmath("exp", _intr("exp")), verify=_floats_only)
 _ew("exp2", 1, _np(np.exp2), _intr("exp2"), verify=_floats_only)
 _ew("log", 1, _np(np.log), _intr("log"), verify=_floats_only)
 _ew("log1p", 1, _np(np.log1p), _libm("log1p"), verify=_floats_only)
 _ew("expm1", 1, _np(np.expm1), _libm("expm1"), verify=_floats_only)
-_ew("tanh", 1, _np(np.tanh), _libm("tanh"), verify=_floats_only)
-_ew("logistic", 1, _np(lambda x: 1 / (1 + np.exp(-x))), _emit_logistic, verify=_floats_only)
+_ew("tanh", 1, _np(np.tanh), _vmath("tanh", _libm("tanh")), verify=_floats_only)
+_ew("logistic", 1, _np(lambda x: 1 / (1 + np.exp(-x))), _vmath("logistic", _emit_logistic),
+    verify=_floats_only)
 _ew("sqrt", 1, _np(np.sqrt), _intr("sqrt"), verify=_floats_only)
 _ew("rsqrt", 1, _np(lambda x: 1 / np.sqrt(x)), _emit_rsqrt, verify=_floats_only)
 _ew("cbrt", 1, _np(np.cbrt), _libm("cbrt"), verify=_floats_only)
 _ew("square", 1, _np(np.square), _emit_square, verify=_numbers_only)
-_ew("erf", 1, _np(_erf), _libm("erf"), verify=_floats_only)
+_ew("erf", 1, _np(_erf), _vmath("erf", _libm("erf")), verify=_floats_only)
 _ew("erfc", 1, _np(_erfc), _libm("erfc"), verify=_floats_only)
 _ew("erf_inv", 1, _np(_erf_inv), None, verify=_floats_only,
     doc="Inverse error function; decomposed into polynomial tensor ops before lowering.")
