@@ -1,4 +1,4 @@
-"""solir's vector f32 math (exp, tanh, erf, logistic; solir/lower/llvm/vmath.py) against
+"""solir's vector f32 math (exp, tanh, erf, erfc, logistic; solir/lower/llvm/vmath.py) against
 numpy/scipy in float64, over the whole float range: random bit patterns (every exponent,
 subnormals included), a dense sweep of the interesting interval, and the special values."""
 
@@ -41,6 +41,7 @@ def ulps(got, want64):
     ("exp", jnp.exp, np.exp, 2),
     ("tanh", jnp.tanh, np.tanh, 2),
     ("erf", jax.scipy.special.erf, sp.erf, 6),
+    ("erfc", jax.scipy.special.erfc, sp.erfc, 12),   # 1 - erf(x) just below |x| = 1
     ("logistic", jax.nn.sigmoid, sp.expit, 3),
 ])
 def test_accuracy_over_the_whole_float_range(name, fn, ref, max_ulps):
