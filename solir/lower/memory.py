@@ -20,27 +20,41 @@ def plan_memory(module: Module, ctx: PassContext) -> Module:
     for f in module.funcs:
         ops = f.body.ops
         outputs = {storage_root(v): k for k, v in enumerate(f.results)}
+        # a row group (rows.py) runs its members interleaved, row by row: treat the group as
+        # one step, so its buffers stay live to its end and none is reused inside it
+        start, end = list(range(len(ops))), list(range(len(ops)))
+        for i, op in enumerate(ops):
+            g = op.attrs.get("row_group")
+            if g is not None and i > 0 and ops[i - 1].attrs.get("row_group") == g:
+                start[i] = start[i - 1]
+        for i in reversed(range(len(ops) - 1)):
+            g = ops[i].attrs.get("row_group")
+            if g is not None and ops[i + 1].attrs.get("row_group") == g:
+                end[i] = end[i + 1]
         last_use: dict[Value, int] = {}
         for i, op in enumerate(ops):
             for v in op.operands:
-                last_use[storage_root(v)] = i
+                last_use[storage_root(v)] = end[i]
         free: list[tuple[int, int]] = []     # (offset, size), sorted by offset
         live: list[tuple[int, Value, int, int]] = []   # (last use, value, offset, size)
         top = 0
         for i, op in enumerate(ops):
             # release buffers whose last reader ran before this op
             still = []
-            for end, v, off, size in live:
-                if end < i:
+            for last, v, off, size in live:
+                if last < start[i]:
                     free.append((off, size))
                 else:
-                    still.append((end, v, off, size))
+                    still.append((last, v, off, size))
             live = still
             free = _coalesce(free)
             if op.name not in LOOP_NESTS:
                 continue
             placements = []
             for r in op.results:
+                if op.attrs.get("row_local"):       # lives in its row group's row buffer
+                    placements.append("row")
+                    continue
                 if r in outputs:
                     placements.append(f"out{outputs[r]}")
                     continue
@@ -48,7 +62,7 @@ def plan_memory(module: Module, ctx: PassContext) -> Module:
                 off = _take(free, size)
                 if off is None:
                     off, top = top, top + size
-                live.append((last_use.get(r, i), r, off, size))
+                live.append((max(last_use.get(r, i), end[i]), r, off, size))
                 placements.append(f"workspace+{off}")
             op.attrs["buffers"] = tuple(placements)
         f.attrs["workspace"] = top

@@ -18,7 +18,8 @@ from solir.ir.verifier import verify_module
 from solir.targets import Target
 
 TENSOR_PIPELINE = ["canonicalize", "fold-constants", "decompose", "lower-to-kernels", "fuse",
-                   "canonicalize-kernels", "schedule", "vectorize", "bufferize", "plan-memory"]
+                   "canonicalize-kernels", "schedule", "vectorize", "bufferize", "group-rows",
+                   "plan-memory"]
 
 
 @dataclass(frozen=True)
@@ -87,4 +88,4 @@ def _load_passes() -> None:
     if not _loaded:
         _loaded = True
         from solir.lower import (bufferize, canonicalize, fold, fuse, memory,  # noqa: F401
-                                 schedule, to_kernels)
+                                 rows, schedule, to_kernels)

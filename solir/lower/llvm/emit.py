@@ -7,6 +7,8 @@ which runs its kernels in order; a kernel whose schedule names a parallel loop i
 
 from __future__ import annotations
 
+from typing import Any
+
 import llvmlite.ir as ir
 import numpy as np
 
@@ -14,6 +16,8 @@ from solir.errors import PassError, UnsupportedOpError
 from solir.ir.core import Func, Module, Value
 from solir.lower.llvm.kernels import EMITTERS
 from solir.lower.llvm.kernels.generic import PTR, units_of
+from solir.lower.llvm.kernels.rows import (emit_row_group, external_values, group_members,
+                                           group_rows_count)
 from solir.lower.llvm.loops import I64, const64
 from solir.targets import Target
 
@@ -46,9 +50,31 @@ def _emit_func(llmod: ir.Module, f: Func, target: Target) -> None:
         slot = b.gep(outputs, [const64(k)], source_etype=PTR, inbounds=True)
         out_ptrs.append(b.load(slot, typ=PTR, name=f"out{k}"))
     pool = _declare_parallel_for(llmod)
-    for i, op in enumerate(f.body.ops):
+    ops = f.body.ops
+    i = -1
+    while i + 1 < len(ops):
+        i += 1
+        op = ops[i]
         if op.name == "return":
             break
+        if "row_group" in op.attrs:
+            members = group_members(ops, i)
+            i += len(members) - 1
+            for m in members:
+                if not m.attrs.get("row_local"):
+                    ptrs[m.result] = _placement(b, m, out_ptrs, workspace, i)
+            kname = f"{f.name}.k{i}.rows_{_clean('+'.join(m.attrs.get('kernel') or '' for m in members))}"
+            chunk = emit_row_group(llmod, members, target, kname)
+            ext = external_values(members)
+            bufs = b.alloca(PTR, size=I32(len(ext)), name=f"args{i}")
+            for k, v in enumerate(ext):
+                b.store(ptrs[v], b.gep(bufs, [const64(k)], source_etype=PTR, inbounds=True))
+            rows = const64(group_rows_count(members))
+            if op.attrs.get("row_parallel"):
+                b.call(pool, [chunk, bufs, rows])
+            else:
+                b.call(chunk, [bufs, const64(0), rows])
+            continue
         if op.name == "tensor.constant":
             ptrs[op.result] = _constant_global(llmod, f"{f.name}.const{i}", op.attrs["value"])
             continue
@@ -59,13 +85,7 @@ def _emit_func(llmod: ir.Module, f: Func, target: Target) -> None:
         if emitter is None:
             raise UnsupportedOpError(f"no emitter for '{op.name}' on target '{target.name}'",
                                      loc=op.loc, fix="lower it to kernel.generic first")
-        placement = op.attrs["buffers"][0]
-        if placement.startswith("out"):
-            ptrs[op.result] = out_ptrs[int(placement[3:])]
-        else:
-            off = int(placement.split("+")[1])
-            ptrs[op.result] = b.gep(workspace, [const64(off)], source_etype=ir.IntType(8),
-                                    inbounds=True, name=op.result.name or f"t{i}")
+        ptrs[op.result] = _placement(b, op, out_ptrs, workspace, i)
         kname = f"{f.name}.k{i}.{_clean(op.attrs.get('kernel') or 'kernel')}"
         chunk = emitter(llmod, op, target, kname)
         bufs = b.alloca(PTR, size=I32(len(op.operands) + 1), name=f"args{i}")
@@ -76,6 +96,17 @@ def _emit_func(llmod: ir.Module, f: Func, target: Target) -> None:
         else:
             b.call(chunk, [bufs, const64(0), const64(units_of(op))])
     b.ret(ir.Constant(I32, 0))
+
+
+def _placement(b: ir.IRBuilder, op: Any, out_ptrs: list[ir.Value], workspace: ir.Value,
+               i: int) -> ir.Value:
+    """Where a kernel's result lives: a function output or an offset in the workspace."""
+    placement = op.attrs["buffers"][0]
+    if placement.startswith("out"):
+        return out_ptrs[int(placement[3:])]
+    off = int(placement.split("+")[1])
+    return b.gep(workspace, [const64(off)], source_etype=ir.IntType(8), inbounds=True,
+                 name=op.result.name or f"t{i}")
 
 
 def _declare_parallel_for(llmod: ir.Module) -> ir.Function:

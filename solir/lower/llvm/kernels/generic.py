@@ -22,6 +22,7 @@ from solir.lower.schedule import flat_coeffs
 from solir.targets import Target
 
 PTR = ir.PointerType()
+UNROLL = 4          # independent vector accumulators in an innermost vector reduction
 CHUNK_FN_TYPE = ir.FunctionType(ir.VoidType(), [PTR, I64, I64])
 
 
@@ -47,7 +48,9 @@ def emit_generic(llmod: ir.Module, op: Op, target: Target, name: str) -> ir.Func
 
 
 class _GenericEmitter:
-    def __init__(self, llmod: ir.Module, op: Op, target: Target, name: str):
+    def __init__(self, llmod: ir.Module, op: Op, target: Target, name: str,
+                 fn: ir.Function | None = None, builder: ir.IRBuilder | None = None):
+        """Emits into a new chunk function `name`, or (row groups) into `fn` at `builder`."""
         if len(op.results) != 1:
             raise UnsupportedOpError(f"kernel.generic with {len(op.results)} results", loc=op.loc)
         a = op.attrs
@@ -63,13 +66,21 @@ class _GenericEmitter:
         self.pads = a.get("pads") or (None,) * len(op.operands)
         self.out = op.results[0]
         self.body = op.regions[0]
-        self.fn = ir.Function(llmod, CHUNK_FN_TYPE, name)
-        self.fn.linkage = "internal"
-        self.fn.args[0].name, self.fn.args[1].name, self.fn.args[2].name = "bufs", "begin", "end"
-        self.b = ir.IRBuilder(self.fn.append_basic_block("entry"))
+        if fn is not None and builder is not None:
+            self.fn, self.b = fn, builder
+        else:
+            self.fn = ir.Function(llmod, CHUNK_FN_TYPE, name)
+            self.fn.linkage = "internal"
+            self.fn.args[0].name, self.fn.args[1].name, self.fn.args[2].name = "bufs", "begin", "end"
+            self.b = ir.IRBuilder(self.fn.append_basic_block("entry"))
         self.ivs: dict[int, ir.Value] = {}
+        # row-local buffers are addressed from a base shifted by -row (rows.py): those
+        # addresses are in bounds, the base is not, so no `inbounds` promise there
+        self.inbounds = fn is None
         self.acc_depth = next((k for k, d in enumerate(self.order) if self.its[d] != "p"), None)
         self.acc: dict[int, Any] = {}
+        self.extra_acc: list[dict[str, Any]] = []
+        self.acc_slot = 0
 
     # -- structure -----------------------------------------------------------------------------
     def emit(self) -> ir.Function:
@@ -82,6 +93,13 @@ class _GenericEmitter:
         self.nest(0, 1)
         b.ret_void()
         return self.fn
+
+    def emit_row(self, ptrs: list[ir.Value], row: ir.Value) -> None:
+        """The loops inside one row (dim 0 fixed to `row`), reading and writing through `ptrs`
+        (one per operand, then the result)."""
+        self.ptrs = ptrs
+        self.ivs[0] = row
+        self.nest(1, 1)
 
     def nest(self, depth: int, lanes: int) -> None:
         if depth == len(self.order):
@@ -114,6 +132,17 @@ class _GenericEmitter:
             hi_v = const64(hi) if isinstance(hi, int) else hi
             span = b.sub(hi_v, lo_v)
             main_hi = b.add(lo_v, b.sub(span, b.srem(span, const64(w))), name=f"{name}.vend")
+            if self.unrolled_reduction(depth):
+                # UNROLL independent vector accumulators hide the combine's latency
+                uw = UNROLL * w
+                un_hi = b.add(lo_v, b.sub(span, b.srem(span, const64(uw))), name=f"{name}.uend")
+                with for_range(b, lo_v, un_hi, uw, name=f"{name}.u") as iv:
+                    for u in range(UNROLL):
+                        self.ivs[d] = b.add(iv, const64(u * w)) if u else iv
+                        self.acc_slot = u
+                        self.nest(depth + 1, w)
+                self.acc_slot = 0
+                lo_v = un_hi
             with for_range(b, lo_v, main_hi, w, name=f"{name}.v") as iv:
                 self.ivs[d] = iv
                 self.nest(depth + 1, w)
@@ -126,6 +155,14 @@ class _GenericEmitter:
             self.nest(depth + 1, lanes)
 
     # -- accumulation ------------------------------------------------------------------------------
+    def unrolled_reduction(self, depth: int) -> bool:
+        """A vector reduction in the innermost loop, with a combiner whose partial results may
+        be kept in several accumulators (the order is fixed by the schedule, so results are
+        still the same on every run and thread count)."""
+        return (depth == len(self.order) - 1 and self.vdim is not None
+                and self.its[self.vdim] == "r" and "s" not in self.its
+                and self.comb in ("add", "mul", "max", "min", "and", "or"))
+
     def _acc_types(self) -> tuple[DType, DType]:
         y = self.body.ops[-1].operands[0].type.dtype
         return y, self.out.type.dtype
@@ -145,6 +182,13 @@ class _GenericEmitter:
                 self.b.store(e.const(DType.I64, 0), islot)
                 entry["idx"] = islot
             self.acc[w] = entry
+        self.extra_acc = []
+        if vector_reduction and lanes == 1 and self.unrolled_reduction(len(self.order) - 1):
+            e = self.acc[self.width]["emitter"]
+            for _ in range(UNROLL - 1):
+                slot = self._alloca(e.ty(ydt), "acc.u")
+                self.b.store(e.const(ydt, self._identity(ydt)), slot)
+                self.extra_acc.append({"val": slot, "emitter": e})
 
     def end_accumulate(self, lanes: int) -> None:
         if "s" in self.its:
@@ -155,8 +199,12 @@ class _GenericEmitter:
         val = self.b.load(main["val"], name="acc")
         if self.width in self.acc and lanes == 1 and self.width != 1:
             vec = self.acc[self.width]
+            parts = [self.b.load(a["val"]) for a in [vec] + self.extra_acc]
+            while len(parts) > 1:          # a fixed pairwise tree over the accumulators
+                parts = [self.combine(vec["emitter"], ydt, parts[k], parts[k + 1])
+                         if k + 1 < len(parts) else parts[k] for k in range(0, len(parts), 2)]
             val = self.combine(ElementEmitter(self.llmod, self.b, 1), ydt, val,
-                               self.horizontal(vec["emitter"], ydt, self.b.load(vec["val"])))
+                               self.horizontal(vec["emitter"], ydt, parts[0]))
         if self.comb in ("argmax", "argmin"):
             idx = self.b.load(main["idx"])
             val = e.convert(idx, DType.I64, odt)
@@ -221,6 +269,8 @@ class _GenericEmitter:
             self.store(y, lanes)
             return
         acc = self.acc[lanes]
+        if self.acc_slot and lanes == self.width:
+            acc = self.extra_acc[self.acc_slot - 1]
         old = self.b.load(acc["val"])
         if self.comb in ("argmax", "argmin"):
             self._arg_update(e, ydt, acc, old, y)
@@ -317,7 +367,7 @@ class _GenericEmitter:
              name: str) -> ir.Value:
         b = self.b
         st = storage_type(dt)
-        addr = b.gep(self.ptrs[k], [off], source_etype=st, inbounds=True)
+        addr = b.gep(self.ptrs[k], [off], source_etype=st, inbounds=self.inbounds)
         if lanes == 1 or step == 0:
             return e.splat(self.to_compute(b.load(addr, typ=st, align=dt.itemsize), dt, 1, _llname(name)))
         if step == 1:
@@ -325,7 +375,7 @@ class _GenericEmitter:
             return self.to_compute(raw, dt, lanes, _llname(name))
         out = ir.Constant(ir.VectorType(scalar_type(dt), lanes), ir.Undefined)
         for lane in range(lanes):
-            p = b.gep(self.ptrs[k], [b.add(off, const64(lane * step))], source_etype=st, inbounds=True)
+            p = b.gep(self.ptrs[k], [b.add(off, const64(lane * step))], source_etype=st, inbounds=self.inbounds)
             x = self.to_compute(b.load(p, typ=st, align=dt.itemsize), dt, 1, "")
             out = b.insert_element(out, x, ir.Constant(ir.IntType(32), lane))
         return out
@@ -350,13 +400,13 @@ class _GenericEmitter:
             flat = b.add(b.mul(flat, e64.const(DType.I64, size)), i)
         st = storage_type(dt)
         if lanes == 1:
-            p = b.gep(self.ptrs[k], [flat], source_etype=st, inbounds=True)
+            p = b.gep(self.ptrs[k], [flat], source_etype=st, inbounds=self.inbounds)
             x = self.to_compute(b.load(p, typ=st, align=dt.itemsize), dt, 1, "")
         else:
             x = ir.Constant(e.ty(dt), ir.Undefined)
             for lane in range(lanes):
                 li = ir.Constant(ir.IntType(32), lane)
-                p = b.gep(self.ptrs[k], [b.extract_element(flat, li)], source_etype=st, inbounds=True)
+                p = b.gep(self.ptrs[k], [b.extract_element(flat, li)], source_etype=st, inbounds=self.inbounds)
                 x = b.insert_element(x, self.to_compute(b.load(p, typ=st, align=dt.itemsize), dt, 1, ""), li)
         if mode == "fill":
             fill = bop.attrs.get("fill")
@@ -399,7 +449,7 @@ class _GenericEmitter:
             stride *= self.dims[d]
         off = self._offset(coeffs, 0)
         st = storage_type(dt)
-        addr = b.gep(self.ptrs[-1], [off], source_etype=st, inbounds=True)
+        addr = b.gep(self.ptrs[-1], [off], source_etype=st, inbounds=self.inbounds)
         b.store(self.to_storage(x, dt, lanes), addr, align=dt.itemsize)
 
 

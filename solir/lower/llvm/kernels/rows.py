@@ -1,0 +1,77 @@
+"""Emits a row group (solir/lower/rows.py) as one chunk function over rows:
+
+    for r in [begin, end):                   <- the thread pool's units
+        member 1's loops inside row r
+        member 2's loops inside row r ...
+
+Members are emitted by the generic loop-nest emitter with dim 0 fixed to r. A row-local value
+gets a stack buffer holding one row, addressed through a base shifted back by r rows so that
+the member's usual `d0 * row + rest` offsets land inside it.
+"""
+
+from __future__ import annotations
+
+import llvmlite.ir as ir
+
+from solir.ir.core import Op, Value
+from solir.lower.llvm.kernels.generic import CHUNK_FN_TYPE, PTR, _GenericEmitter
+from solir.lower.llvm.loops import I64, const64, for_range
+from solir.targets import Target
+
+I8 = ir.IntType(8)
+
+
+def group_members(ops: list[Op], start: int) -> list[Op]:
+    gid = ops[start].attrs["row_group"]
+    end = start
+    while end < len(ops) and ops[end].attrs.get("row_group") == gid:
+        end += 1
+    return ops[start:end]
+
+
+def external_values(members: list[Op]) -> list[Value]:
+    """Buffers the group reads or writes that live outside it, in a fixed order."""
+    local = {m.result for m in members if m.attrs.get("row_local")}
+    out: list[Value] = []
+    for m in members:
+        for v in list(m.operands) + [m.result]:
+            if v not in local and v not in out:
+                out.append(v)
+    return out
+
+
+def emit_row_group(llmod: ir.Module, members: list[Op], target: Target, name: str) -> ir.Function:
+    fn = ir.Function(llmod, CHUNK_FN_TYPE, name)
+    fn.linkage = "internal"
+    bufs, begin, end = fn.args
+    bufs.name, begin.name, end.name = "bufs", "begin", "end"
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    ext = external_values(members)
+    ptrs: dict[Value, ir.Value] = {}
+    for k, v in enumerate(ext):
+        slot = b.gep(bufs, [const64(k)], source_etype=PTR, inbounds=True)
+        ptrs[v] = b.load(slot, typ=PTR)
+    local: dict[Value, tuple[ir.Value, int]] = {}
+    for m in members:
+        if m.attrs.get("row_local"):
+            row_bytes = m.result.type.nbytes // m.result.type.shape[0]
+            buf = b.alloca(I8, size=ir.Constant(ir.IntType(32), max(row_bytes, 1)), name="row")
+            buf.align = 64
+            local[m.result] = (buf, row_bytes)
+    with for_range(b, begin, end, 1, name="r") as r:
+        row_ptrs = dict(ptrs)
+        for v, (buf, row_bytes) in local.items():
+            shifted = b.sub(b.ptrtoint(buf, I64), b.mul(r, const64(row_bytes)))
+            row_ptrs[v] = b.inttoptr(shifted, PTR)
+        for m in members:
+            em = _GenericEmitter(llmod, m, target, name, fn=fn, builder=b)
+            em.emit_row([row_ptrs[v] for v in list(m.operands) + [m.result]], r)
+    b.ret_void()
+    return fn
+
+
+def group_rows_count(members: list[Op]) -> int:
+    return int(members[0].attrs["dims"][0])
+
+
+__all__ = ["emit_row_group", "external_values", "group_members", "group_rows_count", "I64"]
