@@ -14,6 +14,7 @@ import os
 import shutil
 import tempfile
 import warnings
+import weakref
 from pathlib import Path
 from typing import Any, Callable
 
@@ -43,6 +44,7 @@ class Compilation:
     texts: dict[str, str] = dataclasses.field(default_factory=dict)
     kernel_module: Module | None = None
     _llvm: Any = None
+    _blob_dir: str | None = None
 
     def lower(self, progress: Callable[[str], None] | None = None) -> Module:
         if self.kernel_module is None:
@@ -59,7 +61,13 @@ class Compilation:
     def llvm(self) -> Any:
         if self._llvm is None:
             from solir.lower.llvm.emit import emit
-            self._llvm = emit(self.lower(), self.target)
+            # large constants as files until the object is out: LLVM only parses assembly
+            # (.incbin) for the machine it runs on, so cross targets keep them inline
+            if self._blob_dir is None and self.target.can_link_here:
+                self._blob_dir = tempfile.mkdtemp(prefix="solir-blobs-")
+                weakref.finalize(self, shutil.rmtree, self._blob_dir, True)
+            self._llvm = emit(self.lower(), self.target,
+                              Path(self._blob_dir) if self._blob_dir else None)
         return self._llvm
 
     def as_text(self, stage: str = "tensor") -> str:
@@ -73,14 +81,15 @@ class Compilation:
         if stage == "loops":
             return render_loops(self.lower())
         if stage == "llvm":
-            return str(self.llvm())
+            from solir.targets.machine import module_text
+            return module_text(self.llvm())
         from solir.targets import machine
         if stage == "llvm-opt":
             return machine.optimized_ir(self.llvm(), self.target)
         return machine.assembly(self.llvm(), self.target)
 
     def ir_key(self) -> str:
-        return cache_key(print_module(self.module, debug_info=False), repr(self.target),
+        return cache_key(print_module(self.module, debug_info=False, elide="digest"), repr(self.target),
                          repr(self.options), VERSION, compiler_fingerprint(), llvmlite.__version__,
                          build.RUNTIME_SONAME)
 

@@ -61,10 +61,16 @@ def format_scalar(x: Any, dtype: DType) -> str:
     return text
 
 
-def format_dense(value: np.ndarray, elide: bool = False) -> str:
+def format_dense(value: np.ndarray, elide: bool | str = False) -> str:
+    """elide=True abbreviates large constants (for reading); elide="digest" replaces them by
+    their SHA-256 (for cache keys: exact, and cheap for a model's weights)."""
     dtype = DType.from_numpy(value.dtype)
     ty = TensorType(value.shape, dtype)
     if value.size > DENSE_INLINE_LIMIT:
+        if elide == "digest":
+            import hashlib
+            digest = hashlib.sha256(np.ascontiguousarray(value).data).hexdigest()
+            return f'dense<"sha256 {digest}"> : {ty}'
         if elide:
             return f'dense<"elided {value.nbytes} bytes"> : {ty}'
         return f'dense<"0x{np.ascontiguousarray(value).tobytes().hex().upper()}"> : {ty}'
@@ -77,7 +83,7 @@ def format_dense(value: np.ndarray, elide: bool = False) -> str:
     return f"dense<{rec(value)}> : {ty}"
 
 
-def format_attr(v: Any, elide: bool = False) -> str:
+def format_attr(v: Any, elide: bool | str = False) -> str:
     if v is None:
         return "none"
     if isinstance(v, bool) or isinstance(v, np.bool_):
@@ -104,14 +110,14 @@ def format_attr(v: Any, elide: bool = False) -> str:
     raise TypeError(f"cannot print attribute value {v!r} of type {type(v).__name__}")
 
 
-def format_attrs(attrs: dict[str, Any], elide: bool = False) -> str:
+def format_attrs(attrs: dict[str, Any], elide: bool | str = False) -> str:
     if not attrs:
         return ""
     return "{" + ", ".join(f"{k} = {format_attr(attrs[k], elide)}" for k in sorted(attrs)) + "}"
 
 
 class Printer:
-    def __init__(self, *, debug_info: bool = False, generic: bool = False, elide: bool = False):
+    def __init__(self, *, debug_info: bool = False, generic: bool = False, elide: bool | str = False):
         self.debug_info = debug_info
         self.generic = generic
         self.elide = elide
@@ -171,7 +177,7 @@ class Printer:
 
 
 def print_module(m: Module, *, debug_info: bool = False, generic: bool = False,
-                 elide: bool = False) -> str:
+                 elide: bool | str = False) -> str:
     return Printer(debug_info=debug_info, generic=generic, elide=elide).module(m)
 
 

@@ -16,6 +16,7 @@ from solir.targets import Target
 def _init() -> None:
     llvm.initialize_all_targets()
     llvm.initialize_all_asmprinters()
+    llvm.initialize_native_asmparser()    # module asm (.incbin of large constants), host only
 
 
 def _fix_attrs(text: str, target: Target) -> str:
@@ -25,6 +26,22 @@ def _fix_attrs(text: str, target: Target) -> str:
     if not extra:
         return text
     return re.sub(r"^(define [^\n]*)\n\{", lambda m: f"{m.group(1)} {extra}\n{{", text, flags=re.M)
+
+
+def module_text(llmod: ir.Module) -> str:
+    """The module's IR text, with its module-level assembly (emit.module_asm: constants
+    pulled in with .incbin) and the hidden visibility of the symbols that assembly defines."""
+    text = str(llmod)
+    asm = getattr(llmod, "solir_asm", [])
+    if not asm:
+        return text
+    lines = []
+    for chunk in asm:
+        for line in chunk.split("\n"):
+            lines.append('module asm "' + line.replace("\\", "\\5C").replace('"', "\\22") + '"')
+    text = re.sub(r'^(@"?solir_blob_\d+"?) = external global', r"\1 = external hidden global", text,
+                  flags=re.M)
+    return text + "\n" + "\n".join(lines) + "\n"
 
 
 def target_machine(target: Target) -> llvm.TargetMachine:
@@ -38,7 +55,7 @@ def optimize(llmod: ir.Module, target: Target) -> llvm.ModuleRef:
     """Parse, verify and run LLVM's O3 pipeline for the target."""
     _init()
     tm = target_machine(target)
-    text = _fix_attrs(str(llmod), target)
+    text = _fix_attrs(module_text(llmod), target)
     try:
         mod = llvm.parse_assembly(text)
         mod.verify()
@@ -81,7 +98,7 @@ def _codegen_isolated(llmod: ir.Module, target: Target, kind: str) -> bytes | st
     import subprocess
     import sys
 
-    payload = pickle.dumps((str(llmod), target, kind))
+    payload = pickle.dumps((module_text(llmod), target, kind))
     proc = subprocess.run([sys.executable, "-m", "solir.targets.machine"], input=payload,
                           capture_output=True, timeout=600)
     if proc.returncode != 0:

@@ -7,6 +7,7 @@ which runs its kernels in order; a kernel whose schedule names a parallel loop i
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import llvmlite.ir as ir
@@ -26,15 +27,17 @@ ENTRY_TYPE = ir.FunctionType(I32, [PTR, PTR, PTR])
 PARALLEL_FOR = "solir_parallel_for"
 
 
-def emit(module: Module, target: Target) -> ir.Module:
+def emit(module: Module, target: Target, blob_dir: Path | None = None) -> ir.Module:
+    """The LLVM module; with `blob_dir`, large constants go there as files (see
+    _constant_global), which must exist until the object is emitted."""
     llmod = ir.Module(name="solir")
     llmod.triple = target.triple
     for f in module.funcs:
-        _emit_func(llmod, f, target)
+        _emit_func(llmod, f, target, blob_dir)
     return llmod
 
 
-def _emit_func(llmod: ir.Module, f: Func, target: Target) -> None:
+def _emit_func(llmod: ir.Module, f: Func, target: Target, blob_dir: Path | None) -> None:
     if "workspace" not in f.attrs:
         raise PassError(f"@{f.name} has no memory plan", fix="run the 'plan-memory' pass first")
     fn = ir.Function(llmod, ENTRY_TYPE, f.name)
@@ -76,7 +79,7 @@ def _emit_func(llmod: ir.Module, f: Func, target: Target) -> None:
                 b.call(chunk, [bufs, const64(0), rows])
             continue
         if op.name == "tensor.constant":
-            ptrs[op.result] = _constant_global(llmod, f"{f.name}.const{i}", op.attrs["value"])
+            ptrs[op.result] = _constant_global(llmod, f"{f.name}.const{i}", op.attrs["value"], blob_dir)
             continue
         if op.name == "kernel.view":
             ptrs[op.result] = ptrs[op.operands[0]]
@@ -116,15 +119,41 @@ def _declare_parallel_for(llmod: ir.Module) -> ir.Function:
     return fn
 
 
-def _constant_global(llmod: ir.Module, name: str, value: np.ndarray) -> ir.GlobalVariable:
+BLOB_MIN_BYTES = 4096
+BLOB_PREFIX = "solir_blob_"
+
+
+def _constant_global(llmod: ir.Module, name: str, value: np.ndarray,
+                     blob_dir: Path | None = None) -> ir.GlobalVariable:
+    """A constant in the object's read-only data. Large ones (weights) are written to a file
+    in `blob_dir` and pulled in by the assembler (`.incbin`, as module asm), so megabytes of
+    weights never pass through LLVM IR text."""
     data = np.ascontiguousarray(value).tobytes()
     ty = ir.ArrayType(ir.IntType(8), len(data))
+    if blob_dir is not None and len(data) >= BLOB_MIN_BYTES:
+        asm = module_asm(llmod)
+        sym = f"{BLOB_PREFIX}{len(asm)}"
+        path = blob_dir / f"{sym}.bin"
+        path.write_bytes(data)
+        asm.append(f'.pushsection .rodata.{sym},"a"\n.balign 64\n.globl {sym}\n.hidden {sym}\n'
+                   f'{sym}:\n.incbin "{path}"\n.popsection')
+        g = ir.GlobalVariable(llmod, ty, name=sym)     # declared here, defined by the asm
+        g.align = 64
+        return g
     g = ir.GlobalVariable(llmod, ty, name=name)
     g.initializer = ir.Constant(ty, bytearray(data))
     g.global_constant = True
     g.linkage = "internal"
     g.align = 64
     return g
+
+
+def module_asm(llmod: ir.Module) -> list[str]:
+    """Module-level assembly for `llmod` (llvmlite has no API for it; machine.module_text
+    prints it)."""
+    if not hasattr(llmod, "solir_asm"):
+        llmod.solir_asm = []  # type: ignore[attr-defined]
+    return llmod.solir_asm  # type: ignore[attr-defined,no-any-return]
 
 
 def _clean(name: str) -> str:

@@ -128,8 +128,13 @@ class _MatmulEmitter:
     def microkernel(self) -> ir.Function:
         """void micro(i64 k, ptr ap, ptr bp, ptr c, i64 ldc, i1 accumulate)"""
         fty = ir.FunctionType(ir.VoidType(), [I64, PTR, PTR, PTR, I64, I1])
-        fn = ir.Function(self.llmod, fty, f"{self.name}.micro")
+        tag = "f64" if self.size == 8 else "f32"
+        name = f"solir.mm.micro{self.mr}x{self.nr}.{tag}x{self.lanes}"
+        if name in self.llmod.globals:          # one per blocking and dtype in a module
+            return self.llmod.globals[name]
+        fn = ir.Function(self.llmod, fty, name)
         fn.linkage = "internal"
+        fn.attributes.add("noinline")
         k, ap, bp, c, ldc, accumulate = fn.args
         for arg, nm in zip(fn.args, ("k", "ap", "bp", "c", "ldc", "accumulate")):
             arg.name = nm
@@ -183,100 +188,162 @@ class _MatmulEmitter:
                     val = b.fadd(old, val)
                 b.store(val, ptr, align=self.size)
 
-    # -- packing -----------------------------------------------------------------------------------
-    def pack_b(self, b: ir.IRBuilder, bsrc: ir.Value, bp: ir.Value, base: ir.Value,
-               p0: ir.Value, kcur: ir.Value, j0: ir.Value, ncur: ir.Value) -> None:
-        """Bp[jp][p][jj] = B(b, p0+p, j0+jp*nr+jj), zero beyond ncur. A row-major B is read
-        row by row (sequential, so the prefetchers keep up) and full panels copy whole
-        vectors; a transposed B goes panel by panel with the panel's reads unrolled."""
+    # -- shared helper functions ------------------------------------------------------------------
+    # Packing and the tile loop take their strides and sizes as arguments, so one copy of each
+    # serves every matmul in a module with the same blocking and dtype (a ResNet has dozens):
+    # compile time grows with the number of distinct blockings, not of matmuls. They are
+    # `noinline` for the same reason.
+    def _helper(self, name: str, args: list[tuple[str, ir.Type]],
+                body: Callable[[ir.IRBuilder, list[ir.Value]], None]) -> ir.Function:
+        tag = "f64" if self.size == 8 else "f32"
+        full = f"solir.mm.{name}.{tag}x{self.lanes}"
+        fn = self.llmod.globals.get(full)
+        if fn is not None:
+            return fn
+        fn = ir.Function(self.llmod, ir.FunctionType(ir.VoidType(), [t for _, t in args]), full)
+        fn.linkage = "internal"
+        fn.attributes.add("noinline")
+        for a, (nm, _) in zip(fn.args, args):
+            a.name = nm
+        b = ir.IRBuilder(fn.append_basic_block("entry"))
+        body(b, list(fn.args))
+        b.ret_void()
+        return fn
+
+    def pack_b_fn(self) -> ir.Function:
+        """packb(src = &B(b, p0, j0), dst, kcur, ncur, s_k, s_j): Bp[jp][p][jj] = src[p s_k +
+        (jp nr + jj) s_j], zero beyond ncur. A row-major B (s_j = 1) is read row by row
+        (sequential, so the prefetchers keep up) copying whole vectors; otherwise panel by
+        panel."""
         nr = self.nr
-        if self.b_js != 1 or self.lanes == 1:
-            with for_range(b, const64(0), ncur, nr, name="pbj") as jr:
-                width = b.call(self.smin(), [b.sub(ncur, jr), const64(nr)])
-                self._copy_strided(b, bsrc, self.gep(b, bp, b.mul(jr, kcur)), base, width,
-                                   const64(nr), kcur, src_outer=self.b_js, src_inner=self.b_ps,
-                                   outer0=b.mul(b.add(j0, jr), const64(self.b_js)),
-                                   inner0=b.mul(p0, const64(self.b_ps)), dst_step=nr, name="pbs")
-            return
+
+        def body(b: ir.IRBuilder, a: list[ir.Value]) -> None:
+            src, dst, kcur, ncur, s_k, s_j = a
+            rowwise = b.icmp_signed("==", s_j, const64(1)) if self.lanes > 1 else ir.Constant(I1, 0)
+            with b.if_else(rowwise) as (then, otherwise):
+                with then:
+                    self._pack_b_rows(b, src, dst, kcur, ncur, s_k)
+                with otherwise:
+                    with for_range(b, const64(0), ncur, nr, name="pbj") as jr:
+                        width = b.call(self.smin(), [b.sub(ncur, jr), const64(nr)])
+                        self._copy_strided(b, self.gep(b, src, b.mul(jr, s_j)),
+                                           self.gep(b, dst, b.mul(jr, kcur)), width, const64(nr),
+                                           kcur, s_j, s_k, nr, "pbs")
+        return self._helper(f"packb{nr}", [("src", PTR), ("dst", PTR), ("kcur", I64),
+                                            ("ncur", I64), ("s_k", I64), ("s_j", I64)], body)
+
+    def _pack_b_rows(self, b: ir.IRBuilder, src: ir.Value, bp: ir.Value, kcur: ir.Value,
+                     ncur: ir.Value, s_k: ir.Value) -> None:
+        nr = self.nr
         full_end = b.mul(b.sdiv(ncur, const64(nr)), const64(nr))
         zero = ir.Constant(self.ety, 0.0)
         with for_range(b, const64(0), kcur, 1, name="pbp") as p:
-            src = b.add(base, b.add(b.mul(b.add(p0, p), const64(self.b_ps)), j0))
+            row = b.mul(p, s_k)
             with for_range(b, const64(0), full_end, nr, name="pbj") as jr:
                 dst = b.add(b.mul(jr, kcur), b.mul(p, const64(nr)))
                 for v in range(self.nv):
-                    x = b.load(self.gep(b, bsrc, b.add(b.add(src, jr), const64(v * self.lanes))),
+                    x = b.load(self.gep(b, src, b.add(b.add(row, jr), const64(v * self.lanes))),
                                typ=self.vty, align=self.size)
                     b.store(x, self.gep(b, bp, b.add(dst, const64(v * self.lanes))), align=self.size)
             # the last, partial panel
             dst = b.add(b.mul(full_end, kcur), b.mul(p, const64(nr)))
-            with for_range(b, const64(0), const64(nr), 1, name="pbe") as jj:
-                j = b.add(full_end, jj)
-                inside = b.icmp_signed("<", j, ncur)
-                with b.if_else(inside) as (then, otherwise):
-                    with then:
-                        x = b.load(self.gep(b, bsrc, b.add(src, j)), typ=self.ety, align=self.size)
-                        b.store(x, self.gep(b, bp, b.add(dst, jj)), align=self.size)
-                    with otherwise:
-                        with b.if_then(b.icmp_signed("<", full_end, ncur)):
+            with b.if_then(b.icmp_signed("<", full_end, ncur)):
+                with for_range(b, const64(0), const64(nr), 1, name="pbe") as jj:
+                    j = b.add(full_end, jj)
+                    with b.if_else(b.icmp_signed("<", j, ncur)) as (then, otherwise):
+                        with then:
+                            x = b.load(self.gep(b, src, b.add(row, j)), typ=self.ety, align=self.size)
+                            b.store(x, self.gep(b, bp, b.add(dst, jj)), align=self.size)
+                        with otherwise:
                             b.store(zero, self.gep(b, bp, b.add(dst, jj)), align=self.size)
 
-    def pack_a(self, b: ir.IRBuilder, asrc: ir.Value, apk: ir.Value, base: ir.Value,
-               i0: ir.Value, mcur: ir.Value, p0: ir.Value, kcur: ir.Value) -> None:
-        """Ap[ip][p][ii] = A(b, i0+ip*mr+ii, p0+p), zero beyond mcur."""
+    def pack_a_fn(self) -> ir.Function:
+        """packa(src = &A(b, i0, p0), dst, mcur, kcur, s_i, s_k): Ap[ip][p][ii] =
+        src[(ip mr + ii) s_i + p s_k], zero beyond mcur."""
         mr = self.mr
-        with for_range(b, const64(0), mcur, mr, name="pai") as ir_:
-            panel = self.gep(b, apk, b.mul(ir_, kcur))
-            height = b.call(self.smin(), [b.sub(mcur, ir_), const64(mr)])
-            self._copy_strided(b, asrc, panel, base, height, const64(mr), kcur,
-                               src_outer=self.a_is, src_inner=self.a_ps,
-                               outer0=b.mul(b.add(i0, ir_), const64(self.a_is)),
-                               inner0=b.mul(p0, const64(self.a_ps)), dst_step=mr, name="pas")
 
-    def _copy_strided(self, b: ir.IRBuilder, src: ir.Value, dst: ir.Value, base: ir.Value,
-                      count: ir.Value, full: ir.Value, kcur: ir.Value, *, src_outer: int,
-                      src_inner: int, outer0: ir.Value, inner0: ir.Value, dst_step: int,
-                      name: str) -> None:
-        """dst[p*dst_step + t] = src[base + outer0 + t*src_outer + inner0 + p*src_inner] for
-        t < count, and 0 for count <= t < full (the panel's zero padding). Sources contiguous
-        along k are copied row by row; otherwise a whole panel (count == dst_step) copies one
-        k-row at a time with its dst_step reads unrolled."""
-        start = b.add(base, b.add(outer0, inner0))
-        if src_inner == 1:        # reads contiguous along k: one source row at a time
-            self._copy_partial(b, src, dst, start, count, full, kcur, src_outer, src_inner,
-                               dst_step, name)
-            return
-        whole = b.icmp_signed("==", count, const64(dst_step))
+        def body(b: ir.IRBuilder, a: list[ir.Value]) -> None:
+            src, dst, mcur, kcur, s_i, s_k = a
+            with for_range(b, const64(0), mcur, mr, name="pai") as ir_:
+                height = b.call(self.smin(), [b.sub(mcur, ir_), const64(mr)])
+                self._copy_strided(b, self.gep(b, src, b.mul(ir_, s_i)), self.gep(b, dst, b.mul(ir_, kcur)),
+                                   height, const64(mr), kcur, s_i, s_k, mr, "pas")
+        return self._helper(f"packa{mr}", [("src", PTR), ("dst", PTR), ("mcur", I64),
+                                           ("kcur", I64), ("s_i", I64), ("s_k", I64)], body)
+
+    def _copy_strided(self, b: ir.IRBuilder, src: ir.Value, dst: ir.Value, count: ir.Value,
+                      full: ir.Value, kcur: ir.Value, s_outer: ir.Value, s_inner: ir.Value,
+                      dst_step: int, name: str) -> None:
+        """dst[p*dst_step + t] = src[t*s_outer + p*s_inner] for t < count, and 0 for
+        count <= t < full (the panel's zero padding). Sources contiguous along k are copied
+        row by row; otherwise a whole panel (count == dst_step) copies one k-row at a time
+        with its dst_step reads unrolled."""
+        contiguous_k = b.icmp_signed("==", s_inner, const64(1))
+        whole = b.and_(b.icmp_signed("==", count, const64(dst_step)), b.not_(contiguous_k))
         with b.if_else(whole) as (then, otherwise):
             with then:
                 with for_range(b, const64(0), kcur, 1, name=f"{name}w") as p:
-                    row = b.add(start, b.mul(p, const64(src_inner)))
+                    row = b.mul(p, s_inner)
                     out = b.mul(p, const64(dst_step))
                     for t in range(dst_step):
-                        x = b.load(self.gep(b, src, b.add(row, const64(t * src_outer))),
+                        x = b.load(self.gep(b, src, b.add(row, b.mul(const64(t), s_outer))),
                                    typ=self.ety, align=self.size)
                         b.store(x, self.gep(b, dst, b.add(out, const64(t))), align=self.size)
             with otherwise:
-                self._copy_partial(b, src, dst, start, count, full, kcur, src_outer, src_inner,
-                                   dst_step, name)
+                zero = ir.Constant(self.ety, 0.0)
+                with for_range(b, const64(0), count, 1, name=f"{name}t") as t:
+                    row = b.mul(t, s_outer)
+                    with for_range(b, const64(0), kcur, 1, name=f"{name}p") as p:
+                        x = b.load(self.gep(b, src, b.add(row, b.mul(p, s_inner))),
+                                   typ=self.ety, align=self.size)
+                        b.store(x, self.gep(b, dst, b.add(b.mul(p, const64(dst_step)), t)),
+                                align=self.size)
+                with for_range(b, count, full, 1, name=f"{name}z") as t:
+                    with for_range(b, const64(0), kcur, 1, name=f"{name}zp") as p:
+                        b.store(zero, self.gep(b, dst, b.add(b.mul(p, const64(dst_step)), t)),
+                                align=self.size)
 
-    def _copy_partial(self, b: ir.IRBuilder, src: ir.Value, dst: ir.Value, start: ir.Value,
-                      count: ir.Value, full: ir.Value, kcur: ir.Value, src_outer: int,
-                      src_inner: int, dst_step: int, name: str) -> None:
-        zero = ir.Constant(self.ety, 0.0)
-        with for_range(b, const64(0), count, 1, name=f"{name}t") as t:
-            row = b.add(start, b.mul(t, const64(src_outer)))
-            with for_range(b, const64(0), kcur, 1, name=f"{name}p") as p:
-                x = b.load(self.gep(b, src, b.add(row, b.mul(p, const64(src_inner)))),
-                           typ=self.ety, align=self.size)
-                b.store(x, self.gep(b, dst, b.add(b.mul(p, const64(dst_step)), t)), align=self.size)
-        with for_range(b, count, full, 1, name=f"{name}z") as t:
-            with for_range(b, const64(0), kcur, 1, name=f"{name}zp") as p:
-                b.store(zero, self.gep(b, dst, b.add(b.mul(p, const64(dst_step)), t)), align=self.size)
+    def block_fn(self, micro: ir.Function) -> ir.Function:
+        """block(ap, bp, c = &C(b, i0, j0), ldc, mcur, ncur, kcur, accumulate, ctile): every
+        microkernel tile of a packed A block against the packed B block. Edge tiles go
+        through `ctile` and are copied out."""
+        mr, nr = self.mr, self.nr
 
-    # -- the driver --------------------------------------------------------------------------------
+        def body(b: ir.IRBuilder, a: list[ir.Value]) -> None:
+            apk, bp, c, ldc, mcur, ncur, kcur, accumulate, ctile = a
+            with for_range(b, const64(0), ncur, nr, name="jr") as jr:
+                wn = b.call(self.smin(), [b.sub(ncur, jr), const64(nr)])
+                b_panel = self.gep(b, bp, b.mul(jr, kcur))
+                with for_range(b, const64(0), mcur, mr, name="ir") as ir_:
+                    a_panel = self.gep(b, apk, b.mul(ir_, kcur))
+                    cptr = self.gep(b, c, b.add(b.mul(ir_, ldc), jr))
+                    hm = b.call(self.smin(), [b.sub(mcur, ir_), const64(mr)])
+                    full = b.and_(b.icmp_signed("==", hm, const64(mr)),
+                                  b.icmp_signed("==", wn, const64(nr)))
+                    with b.if_else(full) as (then, otherwise):
+                        with then:
+                            b.call(micro, [kcur, a_panel, b_panel, cptr, ldc, accumulate])
+                        with otherwise:
+                            b.call(micro, [kcur, a_panel, b_panel, ctile, const64(nr),
+                                           ir.Constant(I1, 0)])
+                            self._copy_edge(b, ctile, cptr, ldc, hm, wn, accumulate)
+        return self._helper(f"block{mr}x{nr}", [
+            ("ap", PTR), ("bp", PTR), ("c", PTR), ("ldc", I64), ("mcur", I64), ("ncur", I64),
+            ("kcur", I64), ("accumulate", I1), ("ctile", PTR)], body)
+
+    def _copy_edge(self, b: ir.IRBuilder, tile: ir.Value, cptr: ir.Value, ldc: ir.Value,
+                   hm: ir.Value, wn: ir.Value, accumulate: ir.Value) -> None:
+        with for_range(b, const64(0), hm, 1, name="ei") as i:
+            with for_range(b, const64(0), wn, 1, name="ej") as j:
+                t = b.load(self.gep(b, tile, b.add(b.mul(i, const64(self.nr)), j)), typ=self.ety)
+                dst = self.gep(b, cptr, b.add(b.mul(i, ldc), j))
+                old = b.load(dst, typ=self.ety)
+                b.store(b.select(accumulate, b.fadd(old, t), t), dst)
+
+    # -- the driver (one per matmul: its sizes and strides as constants) ---------------------------
     def emit(self) -> ir.Function:
         micro = self.microkernel()
+        pack_a, pack_b, block = self.pack_a_fn(), self.pack_b_fn(), self.block_fn(micro)
         fn = ir.Function(self.llmod, CHUNK_FN_TYPE, self.name)
         fn.linkage = "internal"
         bufs, begin, end = fn.args
@@ -307,46 +374,17 @@ class _MatmulEmitter:
             c_base = b.mul(bi, const64(M * N))
             with for_range(b, const64(0), const64(K), kc, name="pc") as p0:
                 kcur = b.call(self.smin(), [b.sub(const64(K), p0), const64(kc)], name="kcur")
-                self.pack_b(b, bsrc, bp, b_base, p0, kcur, j0, ncur)
+                b_src = self.gep(b, bsrc, b.add(b_base, b.add(b.mul(p0, const64(self.b_ps)),
+                                                              b.mul(j0, const64(self.b_js)))))
+                b.call(pack_b, [b_src, bp, kcur, ncur, const64(self.b_ps), const64(self.b_js)])
                 accumulate = b.icmp_signed(">", p0, const64(0))
                 with for_range(b, ib0, ib1, 1, name="ib") as ib:
                     i0 = b.mul(ib, const64(mc))
                     mcur = b.call(self.smin(), [b.sub(const64(M), i0), const64(mc)], name="mcur")
-                    self.pack_a(b, asrc, apk, a_base, i0, mcur, p0, kcur)
-                    self._block(b, micro, apk, bp, c, ctile, c_base, i0, j0, mcur, ncur, kcur,
-                                accumulate)
+                    a_src = self.gep(b, asrc, b.add(a_base, b.add(b.mul(i0, const64(self.a_is)),
+                                                                  b.mul(p0, const64(self.a_ps)))))
+                    b.call(pack_a, [a_src, apk, mcur, kcur, const64(self.a_is), const64(self.a_ps)])
+                    cptr = self.gep(b, c, b.add(c_base, b.add(b.mul(i0, const64(N)), j0)))
+                    b.call(block, [apk, bp, cptr, const64(N), mcur, ncur, kcur, accumulate, ctile])
         b.ret_void()
         return fn
-
-    def _block(self, b: ir.IRBuilder, micro: ir.Function, apk: ir.Value, bp: ir.Value,
-               c: ir.Value, ctile: ir.Value, c_base: ir.Value, i0: ir.Value, j0: ir.Value,
-               mcur: ir.Value, ncur: ir.Value, kcur: ir.Value, accumulate: ir.Value) -> None:
-        """All microkernel tiles of one packed A block against the packed B block."""
-        mr, nr, N = self.mr, self.nr, self.N
-        with for_range(b, const64(0), ncur, nr, name="jr") as jr:
-            wn = b.call(self.smin(), [b.sub(ncur, jr), const64(nr)])
-            col = b.add(j0, jr)
-            b_panel = self.gep(b, bp, b.mul(jr, kcur))
-            with for_range(b, const64(0), mcur, mr, name="ir") as ir_:
-                a_panel = self.gep(b, apk, b.mul(ir_, kcur))
-                row = b.add(i0, ir_)
-                cptr = self.gep(b, c, b.add(c_base, b.add(b.mul(row, const64(N)), col)))
-                hm = b.call(self.smin(), [b.sub(mcur, ir_), const64(mr)])
-                full = b.and_(b.icmp_signed("==", hm, const64(mr)),
-                              b.icmp_signed("==", wn, const64(nr)))
-                with b.if_else(full) as (then, otherwise):
-                    with then:
-                        b.call(micro, [kcur, a_panel, b_panel, cptr, const64(N), accumulate])
-                    with otherwise:
-                        b.call(micro, [kcur, a_panel, b_panel, ctile, const64(nr),
-                                       ir.Constant(I1, 0)])
-                        self._copy_edge(b, ctile, cptr, hm, wn, accumulate)
-
-    def _copy_edge(self, b: ir.IRBuilder, tile: ir.Value, cptr: ir.Value, hm: ir.Value,
-                   wn: ir.Value, accumulate: ir.Value) -> None:
-        with for_range(b, const64(0), hm, 1, name="ei") as i:
-            with for_range(b, const64(0), wn, 1, name="ej") as j:
-                t = b.load(self.gep(b, tile, b.add(b.mul(i, const64(self.nr)), j)), typ=self.ety)
-                dst = self.gep(b, cptr, b.add(b.mul(i, const64(self.N)), j))
-                old = b.load(dst, typ=self.ety)
-                b.store(b.select(accumulate, b.fadd(old, t), t), dst)
