@@ -101,3 +101,9 @@ def transformer(heads: int) -> Callable[..., Built]:
         f = g.node("Add", [g.node("MatMul", [_gelu_erf(g, f), P["w2"]]), P["b2"]])
         return _finish(g, g.node("Add", [h, f]), feed)
     return build
+
+
+def resnet18(image: np.ndarray) -> Built:
+    """ResNet-18 with seeded weights (solir.zoo_onnx.resnet18): only the image is fed."""
+    from solir.zoo_onnx import resnet18 as build
+    return build(batch=image.shape[0], image=image.shape[2]), {"image": image}

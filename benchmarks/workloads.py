@@ -16,7 +16,7 @@ from solir import zoo
 @dataclass(frozen=True)
 class Workload:
     name: str
-    fn: Callable[..., Any]
+    fn: Callable[..., Any] | None   # the JAX function (None: an ONNX-only workload)
     make_inputs: Callable[[np.random.Generator], tuple]
     flops: float           # useful floating-point operations per call
     bytes: float           # compulsory memory traffic per call (inputs + outputs)
@@ -78,4 +78,7 @@ WORKLOADS: dict[str, Workload] = {w.name: w for w in [
              8.0 * ROWS * COLS, 2 * 4 * ROWS * COLS, "memory", onnx=ox.layernorm),
     _conv(1, "quick"), _conv(8, "full"),
     _transformer(1, 256, 4, 1024, "quick"), _transformer(8, 768, 12, 3072, "full"),
+    # ONNX only (no JAX version): solir through solir.onnx against ONNX Runtime
+    Workload("resnet18", None, lambda r: (zoo.normal(r, 1, 3, 224, 224),), 3.63e9,
+             4 * (3 * 224 * 224 + 11.7e6), "compute", "quick", ox.resnet18),
 ]}

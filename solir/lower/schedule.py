@@ -10,8 +10,12 @@ split): changing them never changes results, only speed.
 
 from __future__ import annotations
 
+from typing import Any
+
+import numpy as np
+
 from solir.ir.attrs import AffineMap
-from solir.ir.core import Module, Op
+from solir.ir.core import Module, Op, Value
 from solir.ir.types import TensorType
 from solir.lower.pipeline import PassContext, pass_
 from solir.targets import Target
@@ -43,12 +47,28 @@ def _domain(op: Op) -> int:
 @pass_("schedule")
 def schedule(module: Module, ctx: PassContext) -> Module:
     for f in module.funcs:
+        ops = []
         for op in f.body.ops:
             if op.name == "kernel.generic":
                 _schedule(op, ctx)
             elif op.name == "kernel.matmul":
-                _schedule_matmul(op, ctx)
+                ops += _schedule_matmul(op, ctx)      # weights packed now, if constant
+            ops.append(op)
+        f.body.ops = ops
+        _drop_dead_constants(f)
     return module
+
+
+def _drop_dead_constants(f: Any) -> None:
+    """Constants (and reshapes of them) nothing reads any more: the unpacked weights."""
+    while True:
+        used = {v for op in f.body.ops for v in op.operands}
+        dead = [op for op in f.body.ops if op.name in ("tensor.constant", "tensor.reshape")
+                and op.results[0] not in used]
+        if not dead:
+            return
+        ids = {id(op) for op in dead}
+        f.body.ops = [op for op in f.body.ops if id(op) not in ids]
 
 
 def matmul_blocking(target: Target, itemsize: int, m: int, n: int, k: int,
@@ -80,6 +100,45 @@ def matmul_blocking(target: Target, itemsize: int, m: int, n: int, k: int,
     return {"mr": mr, "nr": nr, "kc": kc, "mc": mc, "nc": nc, "mg": mg}
 
 
+def _constant_of(v: Value) -> np.ndarray | None:
+    """The value of `v` if it is a constant seen through reshapes."""
+    shape = v.type.shape
+    while getattr(v.owner, "name", "") == "tensor.reshape":
+        v = v.owner.operands[0]  # type: ignore[union-attr]
+    if getattr(v.owner, "name", "") != "tensor.constant":
+        return None
+    return np.asarray(v.owner.attrs["value"]).reshape(shape)  # type: ignore[union-attr]
+
+
+def _prepack_constants(op: Op, m: int, n: int, k: int) -> list[Op]:
+    """Constant weights shared by the batch are packed into the microkernel's panel order
+    now, so calls never pack them (see solir/ir/ops/matmul.py). Returns the new constant
+    ops, to go before `op`."""
+    from solir.ir.core import Block, Builder
+    from solir.ir.ops.matmul import pack_panels
+    a = op.attrs
+    made = []
+    for idx, flag in ((0, "a_packed"), (1, "b_packed")):
+        value = _constant_of(op.operands[idx])
+        if value is None or value.shape[0] != 1 or a.get(flag):
+            continue
+        x = value[0]
+        if idx == 0:
+            x = x.T if a.get("trans_a") else x                 # -> [M, K]
+            packed = pack_panels(np.ascontiguousarray(x), a["mr"], a["kc"])
+        else:
+            x = x if a.get("trans_b") else x.T                 # -> [N, K]
+            packed = pack_panels(np.ascontiguousarray(x), a["nr"], a["kc"])
+        const = Builder(Block(), op.loc).op("tensor.constant", [], {"value": packed},
+                                            name_hint=f"{op.operands[idx].name or 'w'}_packed")
+        operands = list(op.operands)
+        operands[idx] = const.result
+        op.operands = operands
+        op.attrs.update({flag: True, "m": m, "n": n, "k": k})
+        made.append(const)
+    return made
+
+
 def _threads_hint(ctx: PassContext) -> int:
     if ctx.target.name != "host":
         return 4
@@ -88,7 +147,7 @@ def _threads_hint(ctx: PassContext) -> int:
                                             # cache key does not depend on affinity
 
 
-def _schedule_matmul(op: Op, ctx: PassContext) -> None:
+def _schedule_matmul(op: Op, ctx: PassContext) -> list[Op]:
     batch, m, n = op.results[0].type.shape
     a = op.operands[0].type
     k = a.shape[1] if op.attrs.get("trans_a") else a.shape[2]
@@ -103,11 +162,13 @@ def _schedule_matmul(op: Op, ctx: PassContext) -> None:
         nr = -(-nr // lanes) * lanes
         blocking = {"mr": mr, "nr": nr, "kc": kc, "mc": max(mc, mr), "nc": max(nc, nr), "mg": mg}
     op.attrs.update(blocking)
+    made = _prepack_constants(op, m, n, k)
     units = batch * -(-(-(-m // blocking["mc"])) // blocking["mg"]) * -(-n // blocking["nc"])
     if threads and units > 1:
         op.attrs["parallel"] = 0
     else:
         op.attrs.pop("parallel", None)
+    return made
 
 
 def _schedule(op: Op, ctx: PassContext) -> None:

@@ -248,24 +248,26 @@ def _conv_as_matmul(op: Op, b: Builder) -> Value | None:
     if pointwise and list(lsp) == list(osp):
         patches, p_trans = lhs, not feature_first    # NCHW input is already [n, R=C, S]
     else:
-        # P[n, s_1..s_k, r...]: dims = n, output spatial, then (c, window) in rhs order
-        dims = [n] + spatial_out + [rhs.type.shape[d] for d in r_dims]
+        # P[n, s..., r...] (NHWC: rows of the product) or P[n, r..., s...] (NCHW: its columns,
+        # so packing reads whole rows), r = (c, window) in the kernel's memory order
+        r_sizes = [rhs.type.shape[d] for d in r_dims]
+        p_trans = not feature_first
+        dims = [n] + (spatial_out + r_sizes if p_trans else r_sizes + spatial_out)
+        s_at = 1 if p_trans else 1 + len(r_dims)     # generic dim of the first spatial
+        r_at = 1 + ns if p_trans else 1
         nd = len(dims)
-        role = {}                                    # rhs dim -> generic dim
-        for j, d in enumerate(r_dims):
-            role[d] = 1 + ns + j
+        role = {d: r_at + j for j, d in enumerate(r_dims)}   # rhs dim -> generic dim
         exprs: list[AffineExpr] = [AffineExpr.constant(nd, 0)] * rank
         exprs[lsp[0]] = AffineExpr.dim(nd, 0)
         exprs[lsp[1]] = AffineExpr.dim(nd, role[rsp[1]])
         for k in range(ns):
             coeffs = [0] * nd
-            coeffs[1 + k] = p["strides"][k]
+            coeffs[s_at + k] = p["strides"][k]
             coeffs[role[rsp[2 + k]]] = p["rhs_dilation"][k]
             exprs[lsp[2 + k]] = AffineExpr(tuple(coeffs), -p["padding"][k][0], p["lhs_dilation"][k])
         [patches] = build_generic(b, dims, "p" * nd, [(lhs, AffineMap(nd, tuple(exprs)))],
                                   lambda inner, args: [args[0]], [lhs.type.dtype], pads=[0],
                                   name="im2col", loc=op.loc)
-        p_trans = True                               # [n, S, R]
     if feature_first:
         pv = b("tensor.reshape", patches, shape=(n, R, S) if not p_trans else (n, S, R))
         wv = b("tensor.reshape", rhs, shape=(1, o, R) if o_pos == 0 else (1, R, o))

@@ -28,6 +28,15 @@ BLOCKING = ("mr", "nr", "kc", "mc", "nc", "mg")
 
 def _mnk(types: Sequence[TensorType], attrs: dict[str, Any]) -> tuple[int, int, int, int, int]:
     a, b = types
+    if attrs.get("a_packed") or attrs.get("b_packed"):
+        m, n, k = (int(attrs[x]) for x in ("m", "n", "k"))
+        want_a = packed_size(m, k, attrs["mr"], attrs["kc"]) if attrs.get("a_packed") else None
+        want_b = packed_size(n, k, attrs["nr"], attrs["kc"]) if attrs.get("b_packed") else None
+        for t, want, which in ((a, want_a, "a"), (b, want_b, "b")):
+            if want is not None and t.shape != (want,):
+                raise ValueError(f"packed operand {which} is {t}, expected {want} elements")
+        batch = [t.shape[0] for t, w in ((a, want_a), (b, want_b)) if w is None]
+        return (batch[0] if batch else 1), m, n, k, 0
     if a.rank != 3 or b.rank != 3:
         raise ValueError("kernel.matmul takes 3-d operands [batch, rows, cols]")
     m, k = (a.shape[2], a.shape[1]) if attrs.get("trans_a") else (a.shape[1], a.shape[2])
@@ -39,6 +48,38 @@ def _mnk(types: Sequence[TensorType], attrs: dict[str, Any]) -> tuple[int, int, 
     return max(a.shape[0], b.shape[0]), m, n, k, 0
 
 
+# ---- operands packed at compile time (constant weights) ----------------------------------------
+# A constant operand is stored in the order the microkernel reads it, for every KC step: A as
+# MR-row panels [i/MR][p][MR], B as NR-column panels [j/NR][p][NR], zero-padded. The panel
+# holding (i0, p0) (or (j0, p0)) starts at p0 * rows_padded + i0 * kcur.
+
+def packed_size(rows: int, k: int, r: int, kc: int) -> int:
+    return -(-rows // r) * r * k
+
+
+def pack_panels(x: np.ndarray, r: int, kc: int) -> np.ndarray:
+    """x: [rows, K] -> panels of r rows, KC step by KC step (see above)."""
+    rows, k = x.shape
+    pad = -(-rows // r) * r
+    xp = np.zeros((pad, k), x.dtype)
+    xp[:rows] = x
+    parts = []
+    for p0 in range(0, k, kc):
+        blk = xp[:, p0:p0 + kc]
+        parts.append(blk.reshape(pad // r, r, -1).transpose(0, 2, 1).ravel())
+    return np.concatenate(parts) if parts else np.zeros(0, x.dtype)
+
+
+def unpack_panels(packed: np.ndarray, rows: int, k: int, r: int, kc: int) -> np.ndarray:
+    pad = -(-rows // r) * r
+    out = np.zeros((pad, k), packed.dtype)
+    for p0 in range(0, k, kc):
+        kcur = min(kc, k - p0)
+        blk = packed[p0 * pad:p0 * pad + pad * kcur]
+        out[:, p0:p0 + kcur] = blk.reshape(pad // r, kcur, r).transpose(0, 2, 1).reshape(pad, kcur)
+    return out[:rows]
+
+
 def _infer(types: list[TensorType], attrs: dict[str, Any]) -> list[TensorType]:
     batch, m, n, _, _ = _mnk(types, attrs)
     if types[0].dtype != types[1].dtype or not types[0].dtype.is_float:
@@ -47,19 +88,22 @@ def _infer(types: list[TensorType], attrs: dict[str, Any]) -> list[TensorType]:
 
 
 def _reference(attrs: dict[str, Any], a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    a64 = a.astype(np.float64)
-    b64 = b.astype(np.float64)
-    if attrs.get("trans_a"):
-        a64 = a64.transpose(0, 2, 1)
-    if attrs.get("trans_b"):
-        b64 = b64.transpose(0, 2, 1)
-    return np.matmul(a64, b64).astype(a.dtype)
+    if attrs.get("a_packed"):
+        a = unpack_panels(a, attrs["m"], attrs["k"], attrs["mr"], attrs["kc"])[None]
+    elif attrs.get("trans_a"):
+        a = a.transpose(0, 2, 1)
+    if attrs.get("b_packed"):
+        b = unpack_panels(b, attrs["n"], attrs["k"], attrs["nr"], attrs["kc"]).T[None]
+    elif attrs.get("trans_b"):
+        b = b.transpose(0, 2, 1)
+    return np.matmul(a.astype(np.float64), b.astype(np.float64)).astype(a.dtype)
 
 
 register(OpDef(
     name="kernel.matmul", operands=("a", "b"), infer=_infer,
     optional_attrs={"trans_a": False, "trans_b": False, "kernel": "matmul",
-                    **{k: None for k in BLOCKING}, "parallel": None},
+                    **{k: None for k in BLOCKING}, "parallel": None,
+                    "a_packed": False, "b_packed": False, "m": None, "n": None, "k": None},
     reference=_reference, kind=KERNEL,
     doc="Batched C = A B by the packed register-blocked microkernel; A is [B,M,K] "
         "([B,K,M] if trans_a), B is [B,K,N] ([B,N,K] if trans_b); a batch of 1 broadcasts."))

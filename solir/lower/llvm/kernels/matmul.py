@@ -79,7 +79,11 @@ class _MatmulEmitter:
         A, B = op.operands
         self.batch, self.M, self.N = op.results[0].type.shape
         self.ta, self.tb = bool(a.get("trans_a")), bool(a.get("trans_b"))
-        self.K = A.type.shape[1] if self.ta else A.type.shape[2]
+        self.a_packed, self.b_packed = bool(a.get("a_packed")), bool(a.get("b_packed"))
+        if self.a_packed or self.b_packed:
+            self.K = int(a["k"])
+        else:
+            self.K = A.type.shape[1] if self.ta else A.type.shape[2]
         self.mr, self.nr, self.kc, self.mc, self.nc, self.mg = (
             int(a[k]) for k in ("mr", "nr", "kc", "mc", "nc", "mg"))
         self.dtype = op.results[0].type.dtype
@@ -90,9 +94,9 @@ class _MatmulEmitter:
         self.vty = ir.VectorType(self.ety, self.lanes) if self.lanes > 1 else self.ety
         # element strides: A(b, i, p), B(b, p, j)
         M, N, K = self.M, self.N, self.K
-        self.a_bs = 0 if A.type.shape[0] == 1 else M * K
+        self.a_bs = 0 if self.a_packed or A.type.shape[0] == 1 else M * K
         self.a_is, self.a_ps = (1, M) if self.ta else (K, 1)
-        self.b_bs = 0 if B.type.shape[0] == 1 else K * N
+        self.b_bs = 0 if self.b_packed or B.type.shape[0] == 1 else K * N
         self.b_ps, self.b_js = (1, K) if self.tb else (N, 1)
         self.mcp = -(-self.mc // self.mr) * self.mr       # blocks padded to whole panels
         self.ncp = -(-self.nc // self.nr) * self.nr
@@ -374,17 +378,29 @@ class _MatmulEmitter:
             c_base = b.mul(bi, const64(M * N))
             with for_range(b, const64(0), const64(K), kc, name="pc") as p0:
                 kcur = b.call(self.smin(), [b.sub(const64(K), p0), const64(kc)], name="kcur")
-                b_src = self.gep(b, bsrc, b.add(b_base, b.add(b.mul(p0, const64(self.b_ps)),
-                                                              b.mul(j0, const64(self.b_js)))))
-                b.call(pack_b, [b_src, bp, kcur, ncur, const64(self.b_ps), const64(self.b_js)])
+                if self.b_packed:        # packed at compile time: the panels are right there
+                    npad = -(-N // self.nr) * self.nr
+                    bpan = self.gep(b, bsrc, b.add(b.mul(p0, const64(npad)), b.mul(j0, kcur)))
+                else:
+                    b_src = self.gep(b, bsrc, b.add(b_base, b.add(b.mul(p0, const64(self.b_ps)),
+                                                                  b.mul(j0, const64(self.b_js)))))
+                    b.call(pack_b, [b_src, bp, kcur, ncur, const64(self.b_ps), const64(self.b_js)])
+                    bpan = bp
                 accumulate = b.icmp_signed(">", p0, const64(0))
                 with for_range(b, ib0, ib1, 1, name="ib") as ib:
                     i0 = b.mul(ib, const64(mc))
                     mcur = b.call(self.smin(), [b.sub(const64(M), i0), const64(mc)], name="mcur")
-                    a_src = self.gep(b, asrc, b.add(a_base, b.add(b.mul(i0, const64(self.a_is)),
-                                                                  b.mul(p0, const64(self.a_ps)))))
-                    b.call(pack_a, [a_src, apk, mcur, kcur, const64(self.a_is), const64(self.a_ps)])
+                    if self.a_packed:
+                        mpad = -(-M // self.mr) * self.mr
+                        apan = self.gep(b, asrc, b.add(b.mul(p0, const64(mpad)), b.mul(i0, kcur)))
+                    else:
+                        a_src = self.gep(b, asrc, b.add(a_base, b.add(b.mul(i0, const64(self.a_is)),
+                                                                      b.mul(p0, const64(self.a_ps)))))
+                        b.call(pack_a, [a_src, apk, mcur, kcur, const64(self.a_is),
+                                        const64(self.a_ps)])
+                        apan = apk
                     cptr = self.gep(b, c, b.add(c_base, b.add(b.mul(i0, const64(N)), j0)))
-                    b.call(block, [apk, bp, cptr, const64(N), mcur, ncur, kcur, accumulate, ctile])
+                    b.call(block, [apan, bpan, cptr, const64(N), mcur, ncur, kcur, accumulate,
+                                   ctile])
         b.ret_void()
         return fn
