@@ -87,6 +87,12 @@ def print_ir(text: str, console: Any) -> None:
         sys.stdout.write(text)
 
 
+def _options(args: argparse.Namespace) -> Any:
+    from solir.lower.algorithms import parse_overrides
+    from solir.lower.pipeline import Options
+    return Options(algorithms=parse_overrides(args.algorithm or []))
+
+
 def onnx_text(model: Any) -> str:
     """The graph in ONNX's own text syntax, initializers listed by type instead of value."""
     import onnx
@@ -120,7 +126,7 @@ def cmd_show(args: argparse.Namespace) -> int:
             print_summary(onnx_summary(model), console)
         return 0
     src = _load_source(args.file, _shapes(args.input_shape))
-    comp = Compilation(src.module, get_target(args.target))
+    comp = Compilation(src.module, get_target(args.target), _options(args))
     print_ir(comp.as_text(args.stage), console)
     if not args.no_summary:
         kernel = comp.lower() if args.stage != "tensor" else None
@@ -142,7 +148,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
     progress(f"reading {args.file}")
     src = _load_source(args.file, _shapes(args.input_shape))
-    comp = Compilation(src.module, get_target(args.target))
+    comp = Compilation(src.module, get_target(args.target), _options(args))
     out = Path(args.output)
     m = comp.write_artifact(out, progress=progress, model=src.info)
     summary = summarize(src.module, comp.lower())
@@ -220,14 +226,18 @@ def build_parser() -> argparse.ArgumentParser:
                                 "and vector processors")
     sub = p.add_subparsers(dest="command", required=True)
     shape_help = "fix a graph input's shape (symbolic dims), e.g. x=1x3x224x224; repeatable"
+    algo_help = ("force an algorithm: conv=loops (every conv), conv:3=im2col (the 4th), "
+                 "NODE=NAME (an ONNX node); see --stage algorithms; repeatable")
     s = sub.add_parser("show", help="print a model (.onnx or .sir) at a stage of the pipeline, "
                        "with a summary table")
     s.add_argument("file")
     s.add_argument("--stage", default="tensor", choices=["onnx", *STAGES],
-                   help="onnx (the graph as read), tensor, a pass name, loops, llvm, llvm-opt, asm")
+                   help="onnx (the graph as read), tensor, a pass name, algorithms (the choice "
+                        "per contraction and why), loops, llvm, llvm-opt, asm")
     s.add_argument("--target", default="host")
     s.add_argument("--input-shape", action="append", metavar="NAME=DIMS", help=shape_help)
     s.add_argument("--no-summary", action="store_true", help="print the IR only")
+    s.add_argument("--algorithm", action="append", metavar="KEY=NAME", help=algo_help)
     s.set_defaults(fn=cmd_show)
     c = sub.add_parser("compile", help="compile a model (.onnx or .sir) to DIR/model.so + "
                        "model.h + manifest.json")
@@ -235,6 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--target", default="host", help="see `solir targets`")
     c.add_argument("-o", "--output", required=True)
     c.add_argument("--input-shape", action="append", metavar="NAME=DIMS", help=shape_help)
+    c.add_argument("--algorithm", action="append", metavar="KEY=NAME", help=algo_help)
     c.add_argument("--quiet", action="store_true")
     c.add_argument("--json", action="store_true", help="one JSON line for scripts")
     c.set_defaults(fn=cmd_compile)

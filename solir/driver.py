@@ -31,7 +31,7 @@ from solir.runtime.load import CompiledModule
 from solir.targets import Target, get_target
 
 VERSION = "0.1.0"
-STAGES = ["tensor", *TENSOR_PIPELINE, "loops", "llvm", "llvm-opt", "asm"]
+STAGES = ["tensor", *TENSOR_PIPELINE, "algorithms", "loops", "llvm", "llvm-opt", "asm"]
 
 
 @dataclasses.dataclass
@@ -53,6 +53,9 @@ class Compilation:
 
             def record(name: str, m: Module) -> None:
                 self.texts[name] = print_module(m, elide=True)
+                if name == "select-algorithms":
+                    from solir.lower.algorithms import algorithms_table
+                    self.texts["algorithms"] = algorithms_table(m)
                 if progress is not None:
                     progress(f"pass {name}")
             self.kernel_module = run_pipeline(self.module, ctx, record=record)
@@ -75,7 +78,7 @@ class Compilation:
             raise SolirError(f"unknown stage '{stage}'", fix="stages: " + ", ".join(STAGES))
         if stage == "tensor":
             return print_module(self.module)
-        if stage in TENSOR_PIPELINE:
+        if stage in TENSOR_PIPELINE or stage == "algorithms":
             self.lower()
             return self.texts[stage]
         if stage == "loops":

@@ -74,12 +74,21 @@ class Lowered:
 class JitFunction:
     def __init__(self, fn: Callable[..., Any], *, static_argnums: int | Sequence[int] = (),
                  static_argnames: str | Sequence[str] = (), target: str | Target = "host",
-                 options: Options | None = None, num_threads: int | None = None):
+                 options: Options | None = None, num_threads: int | None = None,
+                 algorithms: Any = None):
+        """`algorithms` forces per-op choices, e.g. {"conv": "loops", "dot:2": "matmul"}
+        (see solir/lower/algorithms.py and `lower(...).as_text("algorithms")`)."""
         self.fn = fn
         self.static_argnums = (static_argnums,) if isinstance(static_argnums, int) else tuple(static_argnums)
         self.static_argnames = (static_argnames,) if isinstance(static_argnames, str) else tuple(static_argnames)
         self.target = get_target(target)
         self.options = options or Options()
+        if algorithms:
+            import dataclasses
+
+            from solir.lower.algorithms import parse_overrides
+            self.options = dataclasses.replace(
+                self.options, algorithms=self.options.algorithms + parse_overrides(algorithms))
         self.num_threads = num_threads
         self._cache: dict[Any, Compiled] = {}
         functools.update_wrapper(self, fn)

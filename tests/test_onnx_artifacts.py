@@ -135,3 +135,21 @@ def test_onnx_operator_listing(capsys):
     out = capsys.readouterr().out
     for op in ("LSTM", "Resize", "TopK", "Conv", "Einsum"):
         assert op in out.split()
+
+
+def test_algorithms_stage_and_override_by_onnx_node_name(onnx_file, tmp_path, capsys):
+    assert main(["show", str(onnx_file), "--stage", "algorithms", "--no-summary"]) == 0
+    table = capsys.readouterr().out
+    assert "conv:0" in table and "im2col" in table and "[" in table
+    node = table.splitlines()[1].rsplit("[", 1)[1].rstrip("]")       # the first conv's node
+    assert main(["show", str(onnx_file), "--stage", "algorithms", "--no-summary",
+                 "--algorithm", f"{node}=loops"]) == 0
+    line = capsys.readouterr().out.splitlines()[1]
+    assert "loops" in line and "forced by the user" in line
+    out = tmp_path / "loops"
+    assert main(["compile", str(onnx_file), "-o", str(out), "--quiet", "--algorithm", "conv=loops"]) == 0
+    x = zoo_onnx.example_inputs(zoo_onnx.resnet_cnn(batch=2, image=16))["image"]
+    (want,) = ort_outputs(onnx_file, {"image": x})
+    np.testing.assert_allclose(solir.load(out)(x)[0], want, rtol=1e-4, atol=1e-5)
+    assert main(["compile", str(onnx_file), "-o", str(out), "--algorithm", "conv=fft"]) == 1
+    assert "no algorithm 'fft' for conv" in capsys.readouterr().err

@@ -4,6 +4,7 @@ each other bit for bit where only the thread count differs)."""
 
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -43,7 +44,7 @@ def test_random_matmul_blocking_matches_the_interpreter(case):
     batch, m, n, k, layout, shared, tiles, threads = case
     a, b = _operands(batch, m, n, k, layout, shared, np.random.default_rng(0))
     f = solir.jit(_fn(layout, shared), options=solir.Options(matmul_tiles=tiles),
-                  num_threads=threads)
+                  num_threads=threads, algorithms={"dot": "matmul"})
     lowered = f.lower(a, b)
     assert "kernel.matmul" in lowered.as_text("schedule")
     (want,) = run_module(lowered.compilation.module, [a, b])
@@ -69,3 +70,50 @@ def test_generic_schedules_match_the_interpreter(vectorize, parallel, fuse, shap
     lowered = f.lower(x)
     (want,) = run_module(lowered.compilation.module, [x])
     np.testing.assert_allclose(f(x), want, rtol=2e-6, atol=1e-6)
+
+
+@st.composite
+def conv_case(draw):
+    layout = draw(st.sampled_from(["NCHW", "NHWC"]))
+    n, c, o = draw(st.integers(1, 2)), draw(st.integers(1, 6)), draw(st.integers(1, 9))
+    h, w = draw(st.integers(3, 11)), draw(st.integers(3, 11))
+    k = draw(st.sampled_from([1, 3]))
+    stride = draw(st.sampled_from([1, 2]))
+    pad = draw(st.sampled_from(["SAME", "VALID"]))
+    choices = [draw(st.sampled_from(["im2col", "loops"])) for _ in range(2)]
+    return layout, n, c, o, h, w, k, stride, pad, choices
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=conv_case())
+def test_algorithm_choices_match_the_interpreter(case):
+    """Two convs in a row, each forced to a random algorithm: same results as the reference."""
+    import jax
+    layout, n, c, o, h, w, k, stride, pad, choices = case
+    rng = np.random.default_rng(3)
+    dn = (layout, "OIHW" if layout == "NCHW" else "HWIO", layout)
+    x = rng.standard_normal((n, c, h, w) if layout == "NCHW" else (n, h, w, c)).astype(np.float32)
+    w1 = rng.standard_normal((o, c, k, k) if layout == "NCHW" else (k, k, c, o)).astype(np.float32)
+    w2 = rng.standard_normal((o, o, k, k) if layout == "NCHW" else (k, k, o, o)).astype(np.float32)
+
+    def fn(x, w1, w2):
+        y = jax.lax.conv_general_dilated(x, w1, (stride, stride), pad, dimension_numbers=dn)
+        return jax.lax.conv_general_dilated(jnp.tanh(y), w2, (1, 1), "SAME", dimension_numbers=dn)
+
+    f = solir.jit(fn, algorithms={"conv:0": choices[0], "conv:1": choices[1]})
+    lowered = f.lower(x, w1, w2)
+    table = lowered.as_text("algorithms")
+    assert "conv:0      " in table and choices[0] in table.splitlines()[1]
+    (want,) = run_module(lowered.compilation.module, [x, w1, w2])
+    np.testing.assert_allclose(f(x, w1, w2), want, rtol=2e-5, atol=2e-5)
+
+
+def test_impossible_algorithm_is_a_clear_error():
+    x = np.ones((1, 4, 5, 5), np.float32)
+    w = np.ones((4, 1, 3, 3), np.float32)
+    import jax
+    fn = lambda x, w: jax.lax.conv_general_dilated(x, w, (1, 1), "SAME", feature_group_count=4)  # noqa: E731
+    with pytest.raises(solir.SolirError, match="conv:0 cannot use 'im2col': a grouped conv"):
+        solir.jit(fn, algorithms={"conv": "im2col"})(x, w)
+    with pytest.raises(solir.SolirError, match="no algorithm 'fft' for conv"):
+        solir.jit(fn, algorithms={"conv": "fft"})

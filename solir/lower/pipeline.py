@@ -17,7 +17,8 @@ from solir.ir.registry import all_ops
 from solir.ir.verifier import verify_module
 from solir.targets import Target
 
-TENSOR_PIPELINE = ["canonicalize", "fold-constants", "decompose", "lower-to-kernels", "fuse",
+TENSOR_PIPELINE = ["canonicalize", "fold-constants", "decompose", "select-algorithms",
+                   "lower-to-kernels", "fuse",
                    "canonicalize-kernels", "schedule", "vectorize", "bufferize", "group-rows",
                    "plan-memory"]
 
@@ -34,6 +35,8 @@ class Options:
     # force the matmul blocking (mr, nr, kc, mc, nc, mg) instead of deriving it from the
     # target (tests and autotuning; nr is rounded up to whole vectors)
     matmul_tiles: tuple[int, ...] | None = None
+    # per-op algorithm choices, ((key, name), ...): see solir/lower/algorithms.py
+    algorithms: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass
@@ -87,5 +90,5 @@ def _load_passes() -> None:
     global _loaded
     if not _loaded:
         _loaded = True
-        from solir.lower import (bufferize, canonicalize, fold, fuse, memory,  # noqa: F401
-                                 rows, schedule, to_kernels)
+        from solir.lower import (algorithms, bufferize, canonicalize, fold,  # noqa: F401
+                                 fuse, memory, rows, schedule, to_kernels)

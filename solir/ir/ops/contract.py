@@ -79,7 +79,7 @@ def _lower_dot(op: Op, b: Builder) -> list[Value]:
     rfree = [k for k in range(rhs.type.rank) if k not in rc + rb]
     nb, nl, nr, nc = len(lb), len(lfree), len(rfree), len(lc)
     out = op.results[0].type
-    if matmul_applies(lhs.type, rhs.type, out, nc):      # the packed microkernel
+    if op.attrs.get("algorithm", "matmul") == "matmul" and matmul_applies(lhs.type, rhs.type, out, nc):
         return [build_matmul(b, lhs, rhs, lb, lfree, lc, rb, rfree, rc, out.shape)]
     n = nb + nl + nr + nc
     ldim, rdim = [0] * lhs.type.rank, [0] * rhs.type.rank
@@ -102,7 +102,8 @@ def _lower_dot(op: Op, b: Builder) -> list[Value]:
 
 register(OpDef(name="tensor.dot_general", operands=("lhs", "rhs"),
                attrs=("lhs_contract", "rhs_contract"),
-               optional_attrs={"lhs_batch": (), "rhs_batch": (), "dtype": None},
+               optional_attrs={"lhs_batch": (), "rhs_batch": (), "dtype": None,
+                               "algorithm": None, "algorithm_why": None},
                infer=_infer_dot, reference=_ref_dot, lower=_lower_dot, kind=CONTRACTION,
                doc="Result dims: batch, then lhs free, then rhs free (lax.dot_general)."))
 
@@ -206,15 +207,33 @@ def _conv_generic_layout(lhs: TensorType, rhs: TensorType, attrs: dict[str, Any]
 
 def _lower_conv(op: Op, b: Builder) -> list[Value]:
     lhs, rhs = op.operands
-    im2col = _conv_as_matmul(op, b)
-    if im2col is not None:
-        return [im2col]
+    if op.attrs.get("algorithm", "im2col") == "im2col":   # select-algorithms decides
+        im2col = _conv_as_matmul(op, b)
+        if im2col is not None:
+            return [im2col]
     dims, its, lmap, rmap, p = _conv_generic_layout(lhs.type, rhs.type, op.attrs)
     out = op.results[0].type
     [split] = build_generic(b, dims, its, [(lhs, lmap), (rhs, rmap)], _mul_body(out.dtype),
                             [out.dtype], combiner="add", pads=[0, None], name="conv", loc=op.loc)
     return [b.op("tensor.reshape", [split], {"shape": out.shape},
                  name_hint=op.results[0].name).result]
+
+
+def conv_im2col_layout(op: Op) -> str | None:
+    """Why im2col cannot express this conv's layout (None: it can)."""
+    lhs, rhs = op.operands
+    p = conv_params(lhs.type, rhs.type, op.attrs)
+    rank = lhs.type.rank
+    osp, o_pos = p["out_spec"], p["rhs_spec"][0]
+    if list(osp[2:]) != sorted(osp[2:]) or osp[0] != 0:
+        return f"output layout {list(osp)} puts the batch or spatial dims out of order"
+    feature_first = osp[1] == 1 and list(osp[2:]) == list(range(2, rank))
+    feature_last = osp[1] == rank - 1 and list(osp[2:]) == list(range(1, rank - 1))
+    if not (feature_first or feature_last):
+        return f"output features are neither first nor last ({list(osp)})"
+    if o_pos not in (0, rank - 1):
+        return "the kernel's output-feature dim is in the middle"
+    return None
 
 
 def _conv_as_matmul(op: Op, b: Builder) -> Value | None:
@@ -299,7 +318,8 @@ register(OpDef(name="tensor.conv", operands=("lhs", "rhs"),
                attrs=("lhs_spec", "rhs_spec", "out_spec"),
                optional_attrs={"strides": None, "padding": None, "lhs_dilation": None,
                                "rhs_dilation": None, "feature_group_count": 1,
-                               "batch_group_count": 1, "dtype": None},
+                               "batch_group_count": 1, "dtype": None, "algorithm": None,
+                               "algorithm_why": None},
                infer=_infer_conv, reference=_ref_conv, lower=_lower_conv, kind=CONTRACTION,
                doc="lax.conv_general_dilated. Specs give (batch, feature, spatial...) positions "
                    "of lhs and out and (out feature, in feature, spatial...) of rhs."))
