@@ -159,3 +159,18 @@ def test_num_threads_is_validated(compiled, monkeypatch):
         warnings.simplefilter("error")
         c.module.set_num_threads(2)
         np.testing.assert_allclose(c(x, w), affine(x, w), rtol=2e-5, atol=2e-5)
+
+
+def test_large_outputs_of_every_dtype_come_from_the_pool():
+    """Outputs above the pool's threshold are views of recycled blocks, for every dtype
+    (bfloat16 included), independent of each other across calls."""
+    import jax.numpy as jnp
+    x = np.arange(1 << 15, dtype=np.float32)
+    f = solir.jit(lambda x: (x.astype(jnp.bfloat16), x * 2, x.astype(jnp.int32)))
+    a, b, c = f(x)
+    assert a.dtype == jnp.bfloat16 and b.dtype == np.float32 and c.dtype == np.int32
+    np.testing.assert_array_equal(b, x * 2)
+    first = b.copy()
+    b2 = f(x + 1)[1]
+    np.testing.assert_array_equal(b, first)          # an earlier result is never overwritten
+    np.testing.assert_array_equal(b2, (x + 1) * 2)

@@ -69,7 +69,7 @@ def format_dense(value: np.ndarray, elide: bool | str = False) -> str:
     if value.size > DENSE_INLINE_LIMIT:
         if elide == "digest":
             import hashlib
-            digest = hashlib.sha256(np.ascontiguousarray(value).data).hexdigest()
+            digest = hashlib.sha256(np.ascontiguousarray(value).view(np.uint8).data).hexdigest()
             return f'dense<"sha256 {digest}"> : {ty}'
         if elide:
             return f'dense<"elided {value.nbytes} bytes"> : {ty}'

@@ -71,7 +71,8 @@ class _OutputPool:
                 return np.empty(shape, dtype)
         owned = self.ffi.gc(raw, lambda p, size=size: self._give_back(p, size), size)
         buf = self.ffi.buffer(owned, nbytes)
-        return np.frombuffer(buf, dtype=dtype).reshape(shape)
+        # bytes first: numpy cannot build some dtypes (bfloat16) straight from a buffer
+        return np.frombuffer(buf, dtype=np.uint8).view(dtype).reshape(shape)
 
     def _give_back(self, p: Any, size: int) -> None:
         raw = self.ffi.cast("void *", p)
