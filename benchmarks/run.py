@@ -4,13 +4,14 @@
     python benchmarks/run.py --all --repeats 15   # every workload
     python benchmarks/run.py -w gemm_512 -w softmax --threads 1 --markdown
 
-Each thread count runs in its own worker process, pinned to that many CPUs before any
-framework starts (so every peer gets the same cores): solir with SOLIR_NUM_THREADS, XLA
-with its intra-op thread flags, ORT with intra_op_num_threads. Inside a worker the peers are
-timed in interleaved rounds (solir, jax, ort, solir, ...) so that drift on this shared machine
-hits all of them alike;
-each sample is the mean of enough back-to-back calls to last ~20 ms, and the table shows
-the median of the samples. Results are checked against jax before anything is timed.
+Every peer runs in its own worker process per row, pinned to the thread count's CPUs
+(`sched_setaffinity`) before any framework starts: solir with SOLIR_NUM_THREADS, XLA with its
+intra-op thread flags, ORT with intra_op_num_threads (and its default, spinning pool). One
+process per peer keeps each runtime's thread pool from competing with another's for the
+cores. The peers' processes alternate (`--rounds`, default 2) so that drift on this shared
+machine hits them alike; each sample is the mean of enough calls to last ~20 ms, and the
+table shows the median over all of a peer's samples. solir's results are checked against
+jax (ORT for ONNX-only workloads) before it is timed.
 Rates are against this machine's FMA peak and STREAM bandwidth, measured by peak.c.
 """
 
@@ -56,7 +57,7 @@ def machine_limits(threads: int) -> dict[str, Any]:
         return {**PERF_MD_LIMITS.get(threads, PERF_MD_LIMITS[2]), "source": "PERF.md"}
 
 
-# -- worker: one thread count, every workload --------------------------------------------------------
+# -- worker: one peer, one thread count --------------------------------------------------------
 def _pin(threads: int) -> None:
     cpus = sorted(os.sched_getaffinity(0))[:threads]
     os.sched_setaffinity(0, cpus)
@@ -79,100 +80,82 @@ def _calibrate(fn: Callable[[], Any], target_s: float = 0.02) -> int:
     return max(1, min(1000, int(target_s / max(one, 1e-7))))
 
 
-def worker(names: list[str], threads: int, repeats: int) -> None:
+def worker(names: list[str], threads: int, repeats: int, peer: str) -> None:
+    """Time one peer on each workload: `repeats` samples, printed as a JSON row."""
     _pin(threads)
     import jax
     import numpy as np
 
-    import solir
     from benchmarks.workloads import WORKLOADS
 
     for name in names:
         w = WORKLOADS[name]
         args = w.inputs(seed=0)
         row: dict[str, Any] = {"workload": name, "threads": threads, "flops": w.flops,
-                               "bytes": w.bytes, "bound": w.bound}
-        if w.fn is None:
-            peers, got, want = _onnx_only(w, args, threads, row)
-        else:
-            # solir: cold compile into an empty cache, then a cached load in a fresh jit object
-            with tempfile.TemporaryDirectory() as cache:
-                os.environ["SOLIR_CACHE_DIR"] = cache
-                t = time.perf_counter()
-                compiled = solir.jit(w.fn).lower(*args).compile()
-                row["solir_compile_s"] = time.perf_counter() - t
-                t = time.perf_counter()
-                compiled = solir.jit(w.fn).lower(*args).compile()
-                row["solir_cached_s"] = time.perf_counter() - t
-                got = compiled(*args)
-            jitted = jax.jit(w.fn)
-            jargs = jax.device_put(args)
-            t = time.perf_counter()
-            want = jax.block_until_ready(jitted(*jargs))
-            row["jax_compile_s"] = time.perf_counter() - t
-            peers = {"solir": lambda: compiled(*args),
-                     "jax": lambda: jax.block_until_ready(jitted(*jargs))}
-            ort_run = _onnxruntime(w, args, threads, want, row)
-            if ort_run is not None:
-                peers["ort"] = ort_run
-        err = max(float(np.max(np.abs(np.asarray(g) - np.asarray(x)) / (1 + np.abs(np.asarray(x)))))
-                  for g, x in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)))
-        row["max_rel_err"] = err
-        if err > 1e-3:
-            row["error"] = f"solir disagrees with the reference (max relative error {err:.2e})"
-
-        inner = {p: _calibrate(f) for p, f in peers.items()}
-        samples: dict[str, list[float]] = {p: [] for p in peers}
-        for _ in range(repeats):
-            for p, f in peers.items():
-                samples[p].append(_sample(f, inner[p]))
-        for p, s in samples.items():
-            row[f"{p}_ms"] = 1e3 * statistics.median(s)
-            row[f"{p}_spread"] = (max(s) - min(s)) / statistics.median(s)
+                               "bytes": w.bytes, "bound": w.bound, "peer": peer}
+        if peer == "jax" and w.fn is None or peer == "ort" and w.onnx is None:
+            continue
+        run, got = {"solir": _solir, "jax": _jax, "ort": _ort}[peer](w, args, threads, row)
+        if peer == "solir":      # checked against jax (or ORT for ONNX-only workloads)
+            want = (_jax if w.fn is not None else _ort)(w, args, threads, {})[1]
+            err = max(float(np.max(np.abs(np.asarray(g) - np.asarray(x)) / (1 + np.abs(np.asarray(x)))))
+                      for g, x in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)))
+            row["max_rel_err"] = err
+            if err > 1e-3:
+                row["error"] = f"solir disagrees with the reference (max relative error {err:.2e})"
+            time.sleep(0.5)      # the reference's worker threads go back to sleep first
+        inner = _calibrate(run)
+        row["samples"] = [_sample(run, inner) for _ in range(repeats)]
         print(json.dumps(row), flush=True)
 
 
-def _onnx_only(w: Any, args: tuple, threads: int, row: dict[str, Any]) -> tuple:
-    """An ONNX-only workload: solir through solir.onnx (cold compile, then a cached load in
-    a fresh backend rep) against ONNX Runtime, whose output is the reference."""
-    import onnxruntime as ort
+def _solir(w: Any, args: tuple, threads: int, row: dict[str, Any]) -> tuple:
+    """solir: a cold compile into an empty cache, then a cached load in a fresh object."""
+    import solir
+    if w.fn is None:
+        return _solir_onnx(w, args, row)
+    with tempfile.TemporaryDirectory() as cache:
+        os.environ["SOLIR_CACHE_DIR"] = cache
+        t = time.perf_counter()
+        compiled = solir.jit(w.fn).lower(*args).compile()
+        row["compile_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        compiled = solir.jit(w.fn).lower(*args).compile()
+        row["cached_s"] = time.perf_counter() - t
+        got = compiled(*args)
+    return (lambda: compiled(*args)), got
 
+
+def _solir_onnx(w: Any, args: tuple, row: dict[str, Any]) -> tuple:
     import solir.onnx
     model, feed = w.onnx(*args)
     ordered = [feed[i.name] for i in model.graph.input if i.name in feed]
     with tempfile.TemporaryDirectory() as cache:
         os.environ["SOLIR_CACHE_DIR"] = cache
         t = time.perf_counter()
-        rep = solir.onnx.prepare(model)
-        got = rep.run(ordered)
-        row["solir_compile_s"] = time.perf_counter() - t
+        got = solir.onnx.prepare(model).run(ordered)
+        row["compile_s"] = time.perf_counter() - t
         t = time.perf_counter()
         rep = solir.onnx.prepare(model)
         got = rep.run(ordered)
-        row["solir_cached_s"] = time.perf_counter() - t
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    t = time.perf_counter()
-    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
-    want = sess.run(None, feed)
-    row["ort_compile_s"] = time.perf_counter() - t
-    return {"solir": lambda: rep.run(ordered), "ort": lambda: sess.run(None, feed)}, got, want
+        row["cached_s"] = time.perf_counter() - t
+    return (lambda: rep.run(ordered)), got
 
 
-def _onnxruntime(w: Any, args: tuple, threads: int, want: Any, row: dict[str, Any]) -> Any:
-    """ONNX Runtime on the workload's ONNX graph (all optimizations, `threads` intra-op
-    threads, sequential execution), checked against jax; None if unavailable."""
-    if w.onnx is None:
-        return None
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        return None
+def _jax(w: Any, args: tuple, threads: int, row: dict[str, Any]) -> tuple:
     import jax
-    import numpy as np
+    jitted = jax.jit(w.fn)
+    jargs = jax.device_put(args)
+    t = time.perf_counter()
+    got = jax.block_until_ready(jitted(*jargs))
+    row["compile_s"] = time.perf_counter() - t
+    return (lambda: jax.block_until_ready(jitted(*jargs))), got
+
+
+def _ort(w: Any, args: tuple, threads: int, row: dict[str, Any]) -> tuple:
+    """ONNX Runtime on the workload's ONNX graph: all graph optimizations, `threads`
+    intra-op threads, sequential execution, its default (spinning) thread pool."""
+    import onnxruntime as ort
     model, feed = w.onnx(*args)
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
@@ -181,12 +164,9 @@ def _onnxruntime(w: Any, args: tuple, threads: int, want: Any, row: dict[str, An
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     t = time.perf_counter()
     sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
-    (got,) = sess.run(None, feed)
-    row["ort_compile_s"] = time.perf_counter() - t
-    (ref,) = jax.tree_util.tree_leaves(want)
-    ref = np.asarray(ref)
-    row["ort_max_rel_err"] = float(np.max(np.abs(got - ref) / (1 + np.abs(ref))))
-    return lambda: sess.run(None, feed)
+    got = sess.run(None, feed)
+    row["compile_s"] = time.perf_counter() - t
+    return (lambda: sess.run(None, feed)), got
 
 
 # -- driver: spawn workers, print the table ---------------------------------------------------------
@@ -200,6 +180,37 @@ def _fmt_rate(row: dict[str, Any], limits: dict[str, Any]) -> str:
         return f"{gbs:6.1f} GB/s ({100 * gbs / limits['triad_gbs']:3.0f}%)"
     gf = row["flops"] / sec / 1e9
     return f"{gf:6.1f} GF/s ({100 * gf / limits['fma_gflops']:3.0f}%)"
+
+
+def _row(name: str, threads: int, repeats: int, rounds: int) -> dict[str, Any]:
+    """One table row: each peer in its own pinned process (no other runtime's thread pool
+    in it to compete for the cores), the peers alternating `rounds` times so that drift on
+    this shared machine hits them alike; medians over all of a peer's samples."""
+    row: dict[str, Any] = {"workload": name, "threads": threads}
+    samples: dict[str, list[float]] = {}
+    for _ in range(rounds):
+        for peer in ("solir", *PEERS):
+            proc = subprocess.run([sys.executable, __file__, "--worker", "--threads", str(threads),
+                                   "--repeats", str(repeats), "-w", name, "--peer", peer],
+                                  capture_output=True, text=True)
+            got = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+            if proc.returncode != 0 or not got:
+                if peer == "solir":
+                    tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+                    return {**row, "error": tail[:80]}
+                continue
+            r = got[0]
+            for k in ("flops", "bytes", "bound", "max_rel_err", "error"):
+                if k in r:
+                    row[k] = r[k]
+            row.setdefault(f"{peer}_compile_s", r.get("compile_s"))
+            if "cached_s" in r:
+                row.setdefault(f"{peer}_cached_s", r["cached_s"])
+            samples.setdefault(peer, []).extend(r["samples"])
+    for peer, s in samples.items():
+        row[f"{peer}_ms"] = 1e3 * statistics.median(s)
+        row[f"{peer}_spread"] = (max(s) - min(s)) / statistics.median(s)
+    return row
 
 
 def table(rows: list[dict[str, Any]], markdown: bool, limits: dict[int, dict[str, Any]]) -> str:
@@ -238,28 +249,25 @@ def main() -> int:
     p.add_argument("--repeats", type=int, default=9, help="timed samples per peer (default 9)")
     p.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
     p.add_argument("--markdown", action="store_true", help="print a markdown table")
+    p.add_argument("--rounds", type=int, default=2,
+                   help="alternations of the peers' processes per row (default 2)")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--peer", default="solir", help=argparse.SUPPRESS)
     a = p.parse_args()
     names = a.workload or [n for n, w in WORKLOADS.items() if a.all or w.tier == "quick"]
     threads = [int(t) for t in a.threads.split(",")]
     if a.worker:
-        worker(names, threads[0], a.repeats)
+        worker(names, threads[0], a.repeats, a.peer)
         return 0
     rows: list[dict[str, Any]] = []
     for n in threads:
-        for name in names:        # one process per workload: a crash or OOM loses one row
+        for name in names:
             sys.stderr.write(f"[{n} thread{'s' if n > 1 else ''}] {name} ...\n")
-            proc = subprocess.run([sys.executable, __file__, "--worker", "--threads", str(n),
-                                   "--repeats", str(a.repeats), "-w", name],
-                                  capture_output=True, text=True)
-            got = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
-            if proc.returncode != 0 or not got:
-                tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-                got = [{"workload": name, "threads": n, "error": tail[:80]}]
-            rows += got
+            rows.append(_row(name, n, a.repeats, a.rounds))
     limits = {n: machine_limits(n) for n in threads}
     print(f"solir vs jax.jit and onnxruntime on {os.uname().nodename}, "
-          f"{time.strftime('%Y-%m-%d %H:%M')}, medians of {a.repeats} interleaved samples")
+          f"{time.strftime('%Y-%m-%d %H:%M')}, medians of {a.rounds} x {a.repeats} samples "
+          f"per peer (one process per peer and round, peers alternating)")
     for n, lim in limits.items():
         print(f"  {n} thread{'s' if n > 1 else ''}: FMA peak {lim['fma_gflops']:.0f} GFLOP/s, "
               f"STREAM triad {lim['triad_gbs']:.1f} GB/s ({lim['source']})")

@@ -30,11 +30,14 @@ def cc() -> str:
 
 
 @functools.cache
+def _source_tag() -> str:
+    return hashlib.sha256(THREADPOOL_C.read_bytes()).hexdigest()[:16]
+
+
 def runtime_library(cache_dir: str) -> Path:
-    """Build (once per source version) and return the path of libsolir_rt.so.1."""
-    src = THREADPOOL_C.read_bytes()
-    tag = hashlib.sha256(src).hexdigest()[:16]
-    out = Path(cache_dir) / f"runtime-{tag}" / RUNTIME_SONAME
+    """Build (once per source version and cache directory; again if it was deleted) and
+    return the path of libsolir_rt.so.1."""
+    out = Path(cache_dir) / f"runtime-{_source_tag()}" / RUNTIME_SONAME
     if not out.exists():
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_name(f".{os.getpid()}.tmp.so")
