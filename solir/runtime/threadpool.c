@@ -4,7 +4,8 @@
  * solir_parallel_for(fn, ctx, n) runs fn(ctx, begin, end) over [0, n) in chunks. Chunks are
  * taken from an atomic counter, so when another process takes a core the remaining chunks
  * go to whoever is running (the caller always works too): no barrier waits on a descheduled
- * thread. Idle workers sleep on a condition variable and burn no CPU. Each job lives in its
+ * thread. Idle workers watch briefly for the next job, then sleep on a condition variable
+ * and burn no CPU. Each job lives in its
  * own reference-counted record, so a worker that wakes late only ever sees a finished job.
  * Chunk boundaries never change what a unit computes, so results do not depend on the
  * thread count.
@@ -31,7 +32,7 @@ static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t wake = PTHREAD_COND_INITIALIZER;
 static pthread_cond_t finished = PTHREAD_COND_INITIALIZER;
 static job_t *current = NULL;
-static uint64_t generation = 0;
+static atomic_uint_fast64_t generation = 0;
 static int num_threads = 1;      /* including the caller */
 static int started = 0;          /* worker threads created */
 static pthread_t threads[MAX_THREADS];
@@ -55,14 +56,30 @@ static void run_chunks(job_t *j) {
     }
 }
 
+/* After a job a worker watches for the next one for a moment before it sleeps: a model runs
+ * its kernels back to back, and waking a sleeping thread costs tens of microseconds, more
+ * than a small kernel takes. The watch is bounded (SPIN_ROUNDS pauses, ~200 us), so an idle
+ * pool still sleeps and burns no core. */
+#define SPIN_ROUNDS 10000
+
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
 static void *worker(void *arg) {
     int id = (int)(intptr_t)arg;
     uint64_t seen = 0;
     for (;;) {
+        for (int spin = 0; spin < SPIN_ROUNDS && atomic_load(&generation) == seen; spin++)
+            cpu_relax();
         pthread_mutex_lock(&mu);
         while (current == NULL || generation == seen || id >= current->max_workers)
             pthread_cond_wait(&wake, &mu);
-        seen = generation;
+        seen = atomic_load(&generation);
         job_t *j = current;
         atomic_fetch_add(&j->refs, 1);
         pthread_mutex_unlock(&mu);
@@ -105,10 +122,12 @@ void solir_parallel_for(solir_chunk_fn fn, void **ctx, int64_t n) {
     j->max_workers = workers;
     pthread_mutex_lock(&mu);
     current = j;
-    generation++;
+    atomic_fetch_add(&generation, 1);
     pthread_cond_broadcast(&wake);
     pthread_mutex_unlock(&mu);
     run_chunks(j);
+    /* the last chunks are usually a moment away: watch before sleeping */
+    for (int spin = 0; spin < SPIN_ROUNDS && atomic_load(&j->done) < n; spin++) cpu_relax();
     pthread_mutex_lock(&mu);
     while (atomic_load(&j->done) < n) pthread_cond_wait(&finished, &mu);
     current = NULL;
