@@ -20,9 +20,7 @@ The cost model picks by default; the user overrides per op with `Options.algorit
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
-
-import numpy as np
+from typing import Any, Callable, Iterator
 
 from solir.errors import SolirError
 from solir.ir.core import Module, Op
@@ -120,50 +118,48 @@ def _override(kind: str, index: int, op: Op, overrides: tuple[tuple[str, str], .
     return chosen
 
 
-@pass_("select-algorithms")
-def select_algorithms(module: Module, ctx: PassContext) -> Module:
-    overrides = ctx.options.algorithms
+def contractions(module: Module) -> Iterator[tuple[str, int, Op]]:
+    """(kind, index, op) for each contraction, numbered per kind in program order (the
+    numbering `conv:3` overrides and `--stage algorithms` use)."""
     for f in module.funcs:
         counts: dict[str, int] = {}
         for op in f.body.ops:
             kind = KINDS.get(op.name)
-            if kind is None:
-                continue
-            index = counts.get(kind, 0)
-            counts[kind] = index + 1
-            forced = _override(kind, index, op, overrides)
-            if forced is not None and forced in ALGORITHMS[kind]:
-                why_not = ALGORITHMS[kind][forced].applies(op)
-                if why_not is not None:
-                    raise SolirError(f"{kind}:{index} cannot use '{forced}': {why_not}",
-                                     fix=f"choose one of {', '.join(ALGORITHMS[kind])}, or "
-                                         "leave it to the cost model")
-                op.attrs["algorithm"] = forced
-                op.attrs["algorithm_why"] = "forced by the user"
-            else:
-                op.attrs["algorithm"], op.attrs["algorithm_why"] = _default(kind, op)
+            if kind is not None:
+                counts[kind] = counts.get(kind, 0) + 1
+                yield kind, counts[kind] - 1, op
+
+
+@pass_("select-algorithms")
+def select_algorithms(module: Module, ctx: PassContext) -> Module:
+    overrides = ctx.options.algorithms
+    for kind, index, op in contractions(module):
+        forced = _override(kind, index, op, overrides)
+        if forced is not None and forced in ALGORITHMS[kind]:
+            why_not = ALGORITHMS[kind][forced].applies(op)
+            if why_not is not None:
+                raise SolirError(f"{kind}:{index} cannot use '{forced}': {why_not}",
+                                 fix=f"choose one of {', '.join(ALGORITHMS[kind])}, or "
+                                     "leave it to the cost model")
+            op.attrs["algorithm"] = forced
+            op.attrs["algorithm_why"] = "forced by the user"
+        else:
+            op.attrs["algorithm"], op.attrs["algorithm_why"] = _default(kind, op)
     return module
 
 
 def algorithms_table(module: Module) -> str:
     """What `solir show --stage algorithms` prints: one line per contraction."""
     lines = [f"{'op':10} {'shape':34} {'MACs':>10}  {'algorithm':9} why"]
-    for f in module.funcs:
-        counts: dict[str, int] = {}
-        for op in f.body.ops:
-            kind = KINDS.get(op.name)
-            if kind is None:
-                continue
-            index = counts.get(kind, 0)
-            counts[kind] = index + 1
-            shapes = " x ".join("x".join(map(str, v.type.shape)) for v in op.operands)
-            where = ""
-            loc = str(op.loc) if op.loc is not None else ""
-            if "onnx node '" in loc:
-                where = "  [" + loc.split("onnx node '", 1)[1].split("'", 1)[0] + "]"
-            lines.append(f"{kind}:{index:<6} {shapes:34} {macs(op):>10}  "
-                         f"{op.attrs.get('algorithm', '?'):9} {op.attrs.get('algorithm_why', '')}{where}")
+    for kind, index, op in contractions(module):
+        shapes = " x ".join("x".join(map(str, v.type.shape)) for v in op.operands)
+        where = ""
+        loc = str(op.loc) if op.loc is not None else ""
+        if "onnx node '" in loc:
+            where = "  [" + loc.split("onnx node '", 1)[1].split("'", 1)[0] + "]"
+        lines.append(f"{kind}:{index:<6} {shapes:34} {macs(op):>10}  "
+                     f"{op.attrs.get('algorithm', '?'):9} {op.attrs.get('algorithm_why', '')}{where}")
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["ALGORITHMS", "algorithms_table", "parse_overrides", "select_algorithms", "np"]
+__all__ = ["ALGORITHMS", "algorithms_table", "contractions", "parse_overrides", "select_algorithms"]

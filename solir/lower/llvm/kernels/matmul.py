@@ -26,7 +26,7 @@ import llvmlite.ir as ir
 from solir.ir.core import Op
 from solir.lower.llvm.element import scalar_type
 from solir.lower.llvm.kernels.generic import CHUNK_FN_TYPE, PTR
-from solir.lower.llvm.loops import I64, const64, for_range
+from solir.lower.llvm.loops import I64, carried_loop, const64, for_range
 from solir.targets import Target
 
 I1 = ir.IntType(1)
@@ -41,35 +41,6 @@ def matmul_units(op: Op) -> int:
 
 def emit_matmul(llmod: ir.Module, op: Op, target: Target, name: str) -> ir.Function:
     return _MatmulEmitter(llmod, op, target, name).emit()
-
-
-def _carried_loop(b: ir.IRBuilder, lo: ir.Value, hi: ir.Value, step: int, init: list[ir.Value],
-                  body: Callable[[ir.Value, list[ir.Value]], list[ir.Value]], name: str) -> list[ir.Value]:
-    """for (iv = lo; iv + step <= hi; iv += step) vals = body(iv, vals); returns the final vals.
-    (Iterates while a whole step fits; callers handle the remainder.)"""
-    fn = b.block.function
-    pre = b.block
-    cond = fn.append_basic_block(f"{name}.cond")
-    body_bb = fn.append_basic_block(f"{name}.body")
-    end = fn.append_basic_block(f"{name}.end")
-    b.branch(cond)
-    b.position_at_end(cond)
-    iv = b.phi(I64, name=name)
-    iv.add_incoming(lo, pre)
-    phis = []
-    for k, v in enumerate(init):
-        p = b.phi(v.type, name=f"{name}.acc{k}")
-        p.add_incoming(v, pre)
-        phis.append(p)
-    b.cbranch(b.icmp_signed("<=", b.add(iv, const64(step)), hi), body_bb, end)
-    b.position_at_end(body_bb)
-    new = body(iv, list(phis))
-    iv.add_incoming(b.add(iv, const64(step)), b.block)
-    for p, v in zip(phis, new):
-        p.add_incoming(v, b.block)
-    b.branch(cond)
-    b.position_at_end(end)
-    return list(phis)
 
 
 class _MatmulEmitter:
@@ -166,10 +137,10 @@ class _MatmulEmitter:
             for u in range(unroll):
                 acc = step(b.add(p, const64(u)), acc)
             return acc
-        acc = _carried_loop(b, const64(0), k, unroll, [zero] * (mr * nv), unrolled, "k4")
+        acc = carried_loop(b, const64(0), k, unroll, [zero] * (mr * nv), unrolled, "k4")
         # the remainder: k - k % unroll .. k
         rest = b.sub(k, b.srem(k, const64(unroll)))
-        acc = _carried_loop(b, rest, k, 1, acc, step, "k1")
+        acc = carried_loop(b, rest, k, 1, acc, step, "k1")
 
         # write back: C (+)= acc
         with b.if_else(accumulate) as (then, otherwise):
