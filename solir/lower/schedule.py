@@ -74,19 +74,19 @@ def _drop_dead_constants(f: Any) -> None:
 def matmul_blocking(target: Target, itemsize: int, m: int, n: int, k: int,
                     min_units: int = 1) -> dict[str, int]:
     """BLIS blocking from the target: an MR x NR register tile (NR = two vectors, MR as many
-    rows as the vector registers allow beside them), KC so a KC x NR panel of B fills half of
-    L1, MC so an MC x KC block of A fills half of L2, NC so KC x NC of B stays in L3; then
+    rows as the vector registers allow beside them), KC so a KC x NR panel of B fills two
+    thirds of L1, MC so an MC x KC block of A fills half of L2, NC so KC x NC of B stays in L3; then
     NC (or else MC) shrinks until there are `min_units` units of work for the threads."""
     lanes = target.lanes(itemsize)
     nv = 2 if lanes > 1 else 4
     nr = nv * lanes
     mr = max(1, min(16, (target.vector_registers - nv - 1) // nv))
-    kc = max(32, min(1024, target.l1_kib * 1024 // 2 // (nr * itemsize)) // 8 * 8)
+    kc = max(32, min(1024, target.l1_kib * 1024 * 2 // 3 // (nr * itemsize)) // 8 * 8)
     kc = min(kc, max(8, -(-k // 8) * 8))
     mc = max(mr, target.l2_kib * 1024 // 2 // (kc * itemsize) // mr * mr)
-    mc = min(mc, -(-m // mr) * mr)
+    mc = _balanced(m, mc, mr)
     nc = max(nr, min(4096, target.l3_kib * 1024 // 4 // (kc * itemsize)) // nr * nr)
-    nc = min(nc, -(-n // nr) * nr)
+    nc = _balanced(n, nc, nr)
     # Units of work for the threads: column blocks (each packs all of A again) when A is the
     # smaller operand, else groups of `mg` row blocks (each packs its B block again).
     if -(-n // nc) < min_units and m <= n:
@@ -147,15 +147,23 @@ def _threads_hint(ctx: PassContext) -> int:
                                             # cache key does not depend on affinity
 
 
+def _balanced(size: int, most: int, step: int) -> int:
+    """A block size of at most `most` (a multiple of `step`) that splits `size` into equal
+    blocks, rather than full ones and a sliver."""
+    blocks = -(-size // most)
+    return max(step, -(-(-(-size // blocks)) // step) * step)
+
+
 def _schedule_matmul(op: Op, ctx: PassContext) -> list[Op]:
     batch, m, n = op.results[0].type.shape
     a = op.operands[0].type
     k = a.shape[1] if op.attrs.get("trans_a") else a.shape[2]
     work = batch * m * n * k
     threads = ctx.options.parallel and work >= ctx.options.parallel_min_work * 8
-    # two units per thread of the machine compiling (for the host), so they share evenly
+    # a unit per core of the machine compiling (for the host): each extra unit packs one
+    # operand again, so more units than cores cost more than they balance
     blocking = matmul_blocking(ctx.target, op.results[0].type.dtype.itemsize, m, n, k,
-                               min_units=max(1, -(-2 * _threads_hint(ctx) // batch)) if threads else 1)
+                               min_units=max(1, -(-_threads_hint(ctx) // batch)) if threads else 1)
     if ctx.options.matmul_tiles is not None:
         mr, nr, kc, mc, nc, mg = (max(1, int(t)) for t in ctx.options.matmul_tiles)
         lanes = ctx.target.lanes(op.results[0].type.dtype.itemsize)
