@@ -36,6 +36,10 @@ class SolirRep(BackendRep):
         self.input_names = [vi.name for vi in model.graph.input if vi.name not in inits]
         self.output_names = [vi.name for vi in model.graph.output]
         self.folded: set[str] = set()        # inputs found to decide shapes
+        # inputs solir cannot take (sequences, maps, optionals), refused at run time
+        self.non_tensor = [(vi.name, (vi.type.WhichOneof("value") or "untyped").removesuffix("_type"))
+                           for vi in model.graph.input
+                           if vi.name in self.input_names and not vi.type.HasField("tensor_type")]
         self._compiled: dict[Any, Any] = {}
 
     def _key(self, arrays: list[np.ndarray]) -> Any:
@@ -71,12 +75,9 @@ class SolirRep(BackendRep):
         if len(inputs) != len(self.input_names):
             raise ArgumentError(f"{self.where} takes {len(self.input_names)} inputs "
                                 f"({', '.join(self.input_names)}), got {len(inputs)}")
-        for vi in self.model.graph.input:
-            if vi.name in self.input_names and not vi.type.HasField("tensor_type"):
-                kind = vi.type.WhichOneof("value") or "untyped"
-                raise UnsupportedOpError(f"graph input '{vi.name}' of {self.where} is a "
-                                         f"{kind.removesuffix('_type')}, not a tensor (sequences, "
-                                         "maps and optionals are not supported)")
+        for name, kind in self.non_tensor:
+            raise UnsupportedOpError(f"graph input '{name}' of {self.where} is a {kind}, not a "
+                                     "tensor (sequences, maps and optionals are not supported)")
         arrays = [np.asarray(x) for x in inputs]
         key = self._key(arrays)
         compiled = self._compiled.get(key)

@@ -74,14 +74,8 @@ def onnx_summary(model: Any) -> dict[str, Any]:
     """The same table for an ONNX graph, before translation."""
     g = model.graph
     counts = Counter(n.op_type for n in g.node)
-    params = 0
-    for init in g.initializer:
-        n = int(np.prod(init.dims, dtype=np.int64)) if init.dims else 1
-        from onnx.helper import tensor_dtype_to_np_dtype
-        try:
-            params += n * np.dtype(tensor_dtype_to_np_dtype(init.data_type)).itemsize
-        except (KeyError, TypeError, ValueError):
-            pass
+    # initializers as stored in the model (any dtype, without decoding them)
+    params = sum(init.ByteSize() for init in g.initializer)
     return {"nodes": len(g.node), "ops_by_kind": {"onnx": dict(counts.most_common())},
             "parameter_bytes": params}
 

@@ -45,3 +45,27 @@ def test_filecheck_reports_what_failed():
         filecheck(out, [("CHECK", "a"), ("CHECK-NOT", "b"), ("CHECK", "c")])
     with pytest.raises(AssertionError, match="CHECK: 'a' not found"):
         filecheck(out, [("CHECK", "c"), ("CHECK", "a")])
+
+
+def test_matmul_printed_ir_after_schedule():
+    """A float dot becomes kernel.matmul; the schedule gives it the target's blocking and packs
+    a constant weight into panels (a 1-d constant), and the printed module parses back."""
+    import numpy as np
+
+    from solir.ir.printer import format_dense
+    w = format_dense(np.random.default_rng(0).standard_normal((96, 40)).astype(np.float32))
+    text = f"""func @f(%x: tensor<64x96xf32>) -> tensor<64x40xf32> {{
+  %w = tensor.constant {{value = {w}}} : tensor<96x40xf32>
+  %y = tensor.dot_general %x, %w {{lhs_contract = [1], rhs_contract = [0]}} : tensor<64x40xf32>
+  return %y : tensor<64x40xf32>
+}}
+"""
+    upto = TENSOR_PIPELINE[: TENSOR_PIPELINE.index("schedule") + 1]
+    module = run_pipeline(parse_module(text, "<test>"), PassContext(get_target("avx2")), passes=upto)
+    out = print_module(module)
+    # the 40 columns padded to whole 16-wide panels: 48 x 96
+    filecheck(print_module(module, elide=True), [("CHECK", "tensor.constant"), ("CHECK", ": tensor<4608xf32>"),
+                    ("CHECK", "kernel.matmul"), ("CHECK", "b_packed = true"),
+                    ("CHECK", "mr = 6"), ("CHECK", "nr = 16"),
+                    ("CHECK", ": tensor<1x64x40xf32>")])
+    assert print_module(parse_module(out, "<printed>")) == out

@@ -119,13 +119,12 @@ def _as_3d(b: Builder, v: Value, batch: Sequence[int], first: Sequence[int],
     from solir.ir.ops.kernel import build_generic
     size = lambda ds: int(np.prod([v.type.shape[d] for d in ds], dtype=np.int64))  # noqa: E731
     shape = (size(batch), size(first), size(second))
-    trans = False
-    if tuple(batch) + tuple(first) + tuple(second) == tuple(range(v.type.rank)):
-        pass
-    elif tuple(batch) + tuple(second) + tuple(first) == tuple(range(v.type.rank)):
-        trans, shape = True, (shape[0], shape[2], shape[1])
-    else:
-        perm = tuple(batch) + tuple(first) + tuple(second)
+    stored = tuple(range(v.type.rank))
+    perm = tuple(batch) + tuple(first) + tuple(second)
+    trans = perm != stored and tuple(batch) + tuple(second) + tuple(first) == stored
+    if trans:
+        shape = (shape[0], shape[2], shape[1])
+    elif perm != stored:            # interleaved: one transposing copy
         n = v.type.rank
         [v] = build_generic(b, [v.type.shape[p] for p in perm], "p" * n,
                             [(v, AffineMap.select(n, tuple(perm.index(d) for d in range(n))))],

@@ -15,8 +15,8 @@ import numpy as np
 
 from solir.errors import PassError, UnsupportedOpError
 from solir.ir.core import Func, Module, Value
-from solir.lower.llvm.kernels import EMITTERS
-from solir.lower.llvm.kernels.generic import PTR, units_of
+from solir.lower.llvm.kernels import EMITTERS, UNITS
+from solir.lower.llvm.kernels.generic import PTR
 from solir.lower.llvm.kernels.rows import (emit_row_group, external_values, group_members,
                                            group_rows_count)
 from solir.lower.llvm.loops import I64, const64
@@ -94,10 +94,11 @@ def _emit_func(llmod: ir.Module, f: Func, target: Target, blob_dir: Path | None)
         bufs = b.alloca(PTR, size=I32(len(op.operands) + 1), name=f"args{i}")
         for k, v in enumerate(list(op.operands) + [op.result]):
             b.store(ptrs[v], b.gep(bufs, [const64(k)], source_etype=PTR, inbounds=True))
+        units = const64(UNITS[op.name](op))
         if op.attrs.get("parallel") is not None:
-            b.call(pool, [chunk, bufs, const64(units_of(op))])
+            b.call(pool, [chunk, bufs, units])
         else:
-            b.call(chunk, [bufs, const64(0), const64(units_of(op))])
+            b.call(chunk, [bufs, const64(0), units])
     b.ret(ir.Constant(I32, 0))
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
 import llvmlite.ir as ir
 
@@ -14,10 +14,20 @@ def const64(v: int) -> ir.Constant:
     return ir.Constant(I64, v)
 
 
+class Loop:
+    """An open loop: its induction variable, its carried values (phis; after the loop, their
+    final values) and `next`, the values the body carries to the next iteration."""
+
+    def __init__(self, iv: ir.Value, vals: list[ir.Value]):
+        self.iv, self.vals = iv, vals
+        self.next: list[ir.Value] = vals
+
+
 @contextmanager
-def for_range(b: ir.IRBuilder, lo: ir.Value | int, hi: ir.Value | int, step: int = 1,
-              name: str = "i") -> Iterator[ir.Value]:
-    """`for (name = lo; name < hi; name += step)`; creates name.cond/.body/.end blocks."""
+def loop(b: ir.IRBuilder, lo: ir.Value | int, hi: ir.Value | int, step: int = 1, name: str = "i",
+         init: Sequence[ir.Value] = (), whole_steps: bool = False) -> Iterator[Loop]:
+    """`for (iv = lo; iv < hi; iv += step)` (or `iv + step <= hi` with whole_steps) with
+    values carried from one iteration to the next; creates name.cond/.body/.end blocks."""
     lo = const64(lo) if isinstance(lo, int) else lo
     hi = const64(hi) if isinstance(hi, int) else hi
     fn = b.block.function
@@ -29,39 +39,36 @@ def for_range(b: ir.IRBuilder, lo: ir.Value | int, hi: ir.Value | int, step: int
     b.position_at_end(cond)
     iv = b.phi(I64, name=name)
     iv.add_incoming(lo, pre)
-    b.cbranch(b.icmp_signed("<", iv, hi), body, end)
-    b.position_at_end(body)
-    yield iv
-    nxt = b.add(iv, const64(step), name=f"{name}.next")
-    iv.add_incoming(nxt, b.block)
-    b.branch(cond)
-    b.position_at_end(end)
-
-
-def carried_loop(b: ir.IRBuilder, lo: ir.Value, hi: ir.Value, step: int, init: list[ir.Value],
-                  body: Callable[[ir.Value, list[ir.Value]], list[ir.Value]], name: str) -> list[ir.Value]:
-    """for (iv = lo; iv + step <= hi; iv += step) vals = body(iv, vals); returns the final vals.
-    (Iterates while a whole step fits; callers handle the remainder.)"""
-    fn = b.block.function
-    pre = b.block
-    cond = fn.append_basic_block(f"{name}.cond")
-    body_bb = fn.append_basic_block(f"{name}.body")
-    end = fn.append_basic_block(f"{name}.end")
-    b.branch(cond)
-    b.position_at_end(cond)
-    iv = b.phi(I64, name=name)
-    iv.add_incoming(lo, pre)
     phis = []
     for k, v in enumerate(init):
         p = b.phi(v.type, name=f"{name}.acc{k}")
         p.add_incoming(v, pre)
         phis.append(p)
-    b.cbranch(b.icmp_signed("<=", b.add(iv, const64(step)), hi), body_bb, end)
-    b.position_at_end(body_bb)
-    new = body(iv, list(phis))
-    iv.add_incoming(b.add(iv, const64(step)), b.block)
-    for p, v in zip(phis, new):
+    go = b.icmp_signed("<=", b.add(iv, const64(step)), hi) if whole_steps else b.icmp_signed("<", iv, hi)
+    b.cbranch(go, body, end)
+    b.position_at_end(body)
+    lp = Loop(iv, phis)
+    yield lp
+    iv.add_incoming(b.add(iv, const64(step), name=f"{name}.next"), b.block)
+    for p, v in zip(phis, lp.next):
         p.add_incoming(v, b.block)
     b.branch(cond)
     b.position_at_end(end)
-    return list(phis)
+    lp.vals = phis
+
+
+@contextmanager
+def for_range(b: ir.IRBuilder, lo: ir.Value | int, hi: ir.Value | int, step: int = 1,
+              name: str = "i") -> Iterator[ir.Value]:
+    """`for (name = lo; name < hi; name += step)`."""
+    with loop(b, lo, hi, step, name) as lp:
+        yield lp.iv
+
+
+def carried_loop(b: ir.IRBuilder, lo: ir.Value, hi: ir.Value, step: int, init: list[ir.Value],
+                 body: Callable[[ir.Value, list[ir.Value]], list[ir.Value]], name: str) -> list[ir.Value]:
+    """for (iv = lo; iv + step <= hi; iv += step) vals = body(iv, vals); returns the final vals.
+    (Iterates while a whole step fits; callers handle the remainder.)"""
+    with loop(b, lo, hi, step, name, init, whole_steps=True) as lp:
+        lp.next = body(lp.iv, list(lp.vals))
+    return lp.vals

@@ -30,9 +30,6 @@ def units_of(op: Op) -> int:
     """How many units of work the thread pool splits (iterations of the outermost loop, in
     vectors when that loop is the vector dim)."""
     a = op.attrs
-    if op.name == "kernel.matmul":          # its chunk function always walks its units
-        from solir.lower.llvm.kernels.matmul import matmul_units
-        return matmul_units(op)
     if a.get("parallel") is None:
         return 1
     d = a["parallel"]
@@ -122,7 +119,7 @@ class _GenericEmitter:
             if d == self.vdim:
                 w = const64(self.width)
                 lo = b.mul(begin, w, name="lo")
-                hi = b.call(self._smin(), [b.mul(end, w), const64(self.dims[d])], name="hi")
+                hi = ElementEmitter(self.llmod, b, 1).intrinsic("smin", [b.mul(end, w), const64(self.dims[d])])
             else:
                 lo, hi = begin, end
         name = f"d{d}"
@@ -248,11 +245,6 @@ class _GenericEmitter:
     def _alloca(self, ty: ir.Type, name: str) -> ir.Value:
         with self.b.goto_entry_block():
             return self.b.alloca(ty, name=name)
-
-    def _smin(self) -> ir.Function:
-        name = "llvm.smin.i64"
-        fn = self.llmod.globals.get(name)
-        return fn or ir.Function(self.llmod, ir.FunctionType(I64, [I64, I64]), name)
 
     # -- one point of the iteration space -------------------------------------------------------
     def point(self, lanes: int) -> None:

@@ -24,7 +24,7 @@ from typing import Callable
 import llvmlite.ir as ir
 
 from solir.ir.core import Op
-from solir.lower.llvm.element import scalar_type
+from solir.lower.llvm.element import ElementEmitter, scalar_type
 from solir.lower.llvm.kernels.generic import CHUNK_FN_TYPE, PTR
 from solir.lower.llvm.loops import I64, carried_loop, const64, for_range
 from solir.targets import Target
@@ -76,28 +76,11 @@ class _MatmulEmitter:
         return self.kc * self.ncp + self.mcp * self.kc + self.mr * self.nr
 
     # -- helpers -------------------------------------------------------------------------------------
-    def _declare(self, name: str, fty: ir.FunctionType) -> ir.Function:
-        fn = self.llmod.globals.get(name)
-        return fn if fn is not None else ir.Function(self.llmod, fty, name)
-
-    def fma(self) -> ir.Function:
-        """llvm.fmuladd: an FMA where the target has one, mul+add where it has not."""
-        e = "f64" if self.size == 8 else "f32"
-        suffix = f"v{self.lanes}{e}" if self.lanes > 1 else e
-        return self._declare(f"llvm.fmuladd.{suffix}", ir.FunctionType(self.vty, [self.vty] * 3))
-
-    def smin(self) -> ir.Function:
-        return self._declare("llvm.smin.i64", ir.FunctionType(I64, [I64, I64]))
+    def smin(self, b: ir.IRBuilder, x: ir.Value, y: ir.Value) -> ir.Value:
+        return ElementEmitter(self.llmod, b, 1).intrinsic("smin", [x, y])
 
     def gep(self, b: ir.IRBuilder, ptr: ir.Value, off: ir.Value) -> ir.Value:
         return b.gep(ptr, [off], source_etype=self.ety, inbounds=True)
-
-    def splat(self, b: ir.IRBuilder, x: ir.Value) -> ir.Value:
-        if self.lanes == 1:
-            return x
-        v = b.insert_element(ir.Constant(self.vty, ir.Undefined), x, ir.Constant(ir.IntType(32), 0))
-        return b.shuffle_vector(v, ir.Constant(self.vty, ir.Undefined),
-                                ir.Constant(ir.VectorType(ir.IntType(32), self.lanes), [0] * self.lanes))
 
     # -- the microkernel ---------------------------------------------------------------------------
     def microkernel(self) -> ir.Function:
@@ -116,7 +99,7 @@ class _MatmulEmitter:
         b = ir.IRBuilder(fn.append_basic_block("entry"))
         mr, nv, lanes, nr = self.mr, self.nv, self.lanes, self.nr
         zero = ir.Constant(self.vty, [0.0] * lanes) if lanes > 1 else ir.Constant(self.ety, 0.0)
-        fma = self.fma()
+        e = ElementEmitter(self.llmod, b, lanes)     # llvm.fmuladd: an FMA where there is one
         valign = self.size * lanes if (nr * self.size) % (self.size * lanes) == 0 else self.size
 
         def step(p: ir.Value, acc: list[ir.Value]) -> list[ir.Value]:
@@ -126,9 +109,9 @@ class _MatmulEmitter:
             for i in range(mr):
                 a = b.load(self.gep(b, ap, b.add(b.mul(p, const64(mr)), const64(i))),
                            typ=self.ety, align=self.size)
-                av = self.splat(b, a)
+                av = e.splat(a)
                 for v in range(nv):
-                    out[i * nv + v] = b.call(fma, [av, bvs[v], out[i * nv + v]])
+                    out[i * nv + v] = e.intrinsic("fmuladd", [av, bvs[v], out[i * nv + v]])
             return out
 
         unroll = 4
@@ -200,7 +183,7 @@ class _MatmulEmitter:
                     self._pack_b_rows(b, src, dst, kcur, ncur, s_k)
                 with otherwise:
                     with for_range(b, const64(0), ncur, nr, name="pbj") as jr:
-                        width = b.call(self.smin(), [b.sub(ncur, jr), const64(nr)])
+                        width = self.smin(b, b.sub(ncur, jr), const64(nr))
                         self._copy_strided(b, self.gep(b, src, b.mul(jr, s_j)),
                                            self.gep(b, dst, b.mul(jr, kcur)), width, const64(nr),
                                            kcur, s_j, s_k, nr, "pbs")
@@ -240,7 +223,7 @@ class _MatmulEmitter:
         def body(b: ir.IRBuilder, a: list[ir.Value]) -> None:
             src, dst, mcur, kcur, s_i, s_k = a
             with for_range(b, const64(0), mcur, mr, name="pai") as ir_:
-                height = b.call(self.smin(), [b.sub(mcur, ir_), const64(mr)])
+                height = self.smin(b, b.sub(mcur, ir_), const64(mr))
                 self._copy_strided(b, self.gep(b, src, b.mul(ir_, s_i)), self.gep(b, dst, b.mul(ir_, kcur)),
                                    height, const64(mr), kcur, s_i, s_k, mr, "pas")
         return self._helper(f"packa{mr}", [("src", PTR), ("dst", PTR), ("mcur", I64),
@@ -287,12 +270,12 @@ class _MatmulEmitter:
         def body(b: ir.IRBuilder, a: list[ir.Value]) -> None:
             apk, bp, c, ldc, mcur, ncur, kcur, accumulate, ctile = a
             with for_range(b, const64(0), ncur, nr, name="jr") as jr:
-                wn = b.call(self.smin(), [b.sub(ncur, jr), const64(nr)])
+                wn = self.smin(b, b.sub(ncur, jr), const64(nr))
                 b_panel = self.gep(b, bp, b.mul(jr, kcur))
                 with for_range(b, const64(0), mcur, mr, name="ir") as ir_:
                     a_panel = self.gep(b, apk, b.mul(ir_, kcur))
                     cptr = self.gep(b, c, b.add(b.mul(ir_, ldc), jr))
-                    hm = b.call(self.smin(), [b.sub(mcur, ir_), const64(mr)])
+                    hm = self.smin(b, b.sub(mcur, ir_), const64(mr))
                     full = b.and_(b.icmp_signed("==", hm, const64(mr)),
                                   b.icmp_signed("==", wn, const64(nr)))
                     with b.if_else(full) as (then, otherwise):
@@ -341,14 +324,14 @@ class _MatmulEmitter:
             rem = b.srem(u, const64(ng * nb))
             ig, jb = b.sdiv(rem, const64(nb)), b.srem(rem, const64(nb))
             j0 = b.mul(jb, const64(nc))
-            ncur = b.call(self.smin(), [b.sub(const64(N), j0), const64(nc)], name="ncur")
+            ncur = self.smin(b, b.sub(const64(N), j0), const64(nc))
             ib0 = b.mul(ig, const64(self.mg))
-            ib1 = b.call(self.smin(), [b.add(ib0, const64(self.mg)), const64(mb)])
+            ib1 = self.smin(b, b.add(ib0, const64(self.mg)), const64(mb))
             a_base = b.mul(bi, const64(self.a_bs))
             b_base = b.mul(bi, const64(self.b_bs))
             c_base = b.mul(bi, const64(M * N))
             with for_range(b, const64(0), const64(K), kc, name="pc") as p0:
-                kcur = b.call(self.smin(), [b.sub(const64(K), p0), const64(kc)], name="kcur")
+                kcur = self.smin(b, b.sub(const64(K), p0), const64(kc))
                 if self.b_packed:        # packed at compile time: the panels are right there
                     npad = -(-N // self.nr) * self.nr
                     bpan = self.gep(b, bsrc, b.add(b.mul(p0, const64(npad)), b.mul(j0, kcur)))
@@ -360,7 +343,7 @@ class _MatmulEmitter:
                 accumulate = b.icmp_signed(">", p0, const64(0))
                 with for_range(b, ib0, ib1, 1, name="ib") as ib:
                     i0 = b.mul(ib, const64(mc))
-                    mcur = b.call(self.smin(), [b.sub(const64(M), i0), const64(mc)], name="mcur")
+                    mcur = self.smin(b, b.sub(const64(M), i0), const64(mc))
                     if self.a_packed:
                         mpad = -(-M // self.mr) * self.mr
                         apan = self.gep(b, asrc, b.add(b.mul(p0, const64(mpad)), b.mul(i0, kcur)))

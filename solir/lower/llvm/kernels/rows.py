@@ -73,5 +73,3 @@ def emit_row_group(llmod: ir.Module, members: list[Op], target: Target, name: st
 def group_rows_count(members: list[Op]) -> int:
     return int(members[0].attrs["dims"][0])
 
-
-__all__ = ["emit_row_group", "external_values", "group_members", "group_rows_count", "I64"]
