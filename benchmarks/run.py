@@ -11,7 +11,8 @@ process per peer keeps each runtime's thread pool from competing with another's 
 cores. The peers' processes alternate (`--rounds`, default 2) so that drift on this shared
 machine hits them alike; each sample is the mean of enough calls to last ~20 ms, and the
 table shows the median over all of a peer's samples. solir's results are checked against
-jax (ORT for ONNX-only workloads) before it is timed.
+jax (ORT for ONNX-only workloads) after it is timed, so that no other runtime's threads live
+in its process while it runs.
 Rates are against this machine's FMA peak and STREAM bandwidth, measured by peak.c.
 """
 
@@ -96,16 +97,17 @@ def worker(names: list[str], threads: int, repeats: int, peer: str) -> None:
         if peer == "jax" and w.fn is None or peer == "ort" and w.onnx is None:
             continue
         run, got = {"solir": _solir, "jax": _jax, "ort": _ort}[peer](w, args, threads, row)
-        if peer == "solir":      # checked against jax (or ORT for ONNX-only workloads)
+        inner = _calibrate(run)
+        row["samples"] = [_sample(run, inner) for _ in range(repeats)]
+        if peer == "solir":
+            # checked against jax (or ORT for ONNX-only workloads) after the timing, so no
+            # other runtime's threads exist in this process while solir is timed
             want = (_jax if w.fn is not None else _ort)(w, args, threads, {})[1]
             err = max(float(np.max(np.abs(np.asarray(g) - np.asarray(x)) / (1 + np.abs(np.asarray(x)))))
                       for g, x in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)))
             row["max_rel_err"] = err
             if err > 1e-3:
                 row["error"] = f"solir disagrees with the reference (max relative error {err:.2e})"
-            time.sleep(0.5)      # the reference's worker threads go back to sleep first
-        inner = _calibrate(run)
-        row["samples"] = [_sample(run, inner) for _ in range(repeats)]
         print(json.dumps(row), flush=True)
 
 
