@@ -96,6 +96,15 @@ class ElementEmitter:
                           [a.type for a in args] + [e.type for e in extra])
         return self.b.call(fn, list(args) + list(extra))
 
+    def masked_store(self, value: ir.Value, ptr: ir.Value, align: int, count: int) -> None:
+        """Store the first `count` lanes of `value` at `ptr`."""
+        t = value.type
+        i1 = ir.IntType(1)
+        mask = ir.Constant(ir.VectorType(i1, t.count), [1] * count + [0] * (t.count - count))
+        fn = self.declare(f"llvm.masked.store.{self._suffix(t)}.p0", ir.VoidType(),
+                          [t, ptr.type, ir.IntType(32), mask.type])
+        self.b.call(fn, [value, ptr, ir.Constant(ir.IntType(32), align), mask])
+
     def libm(self, name: str, args: Sequence[ir.Value]) -> ir.Value:
         """A libm function (`tanhf` for f32, `tanh` for f64), applied lane by lane."""
         t = args[0].type

@@ -25,9 +25,12 @@ class Loop:
 
 @contextmanager
 def loop(b: ir.IRBuilder, lo: ir.Value | int, hi: ir.Value | int, step: int = 1, name: str = "i",
-         init: Sequence[ir.Value] = (), whole_steps: bool = False) -> Iterator[Loop]:
+         init: Sequence[ir.Value] = (), whole_steps: bool = False,
+         vectorize: bool = True) -> Iterator[Loop]:
     """`for (iv = lo; iv < hi; iv += step)` (or `iv + step <= hi` with whole_steps) with
-    values carried from one iteration to the next; creates name.cond/.body/.end blocks."""
+    values carried from one iteration to the next; creates name.cond/.body/.end blocks.
+    `vectorize=False` tells LLVM's loop vectorizer to leave the loop alone (where it would
+    otherwise turn strided stores into scatters, which are slow on every x86 we target)."""
     lo = const64(lo) if isinstance(lo, int) else lo
     hi = const64(hi) if isinstance(hi, int) else hi
     fn = b.block.function
@@ -52,16 +55,26 @@ def loop(b: ir.IRBuilder, lo: ir.Value | int, hi: ir.Value | int, step: int = 1,
     iv.add_incoming(b.add(iv, const64(step), name=f"{name}.next"), b.block)
     for p, v in zip(phis, lp.next):
         p.add_incoming(v, b.block)
-    b.branch(cond)
+    latch = b.branch(cond)
+    if not vectorize:
+        latch.set_metadata("llvm.loop", _no_vectorize(b.module))
     b.position_at_end(end)
     lp.vals = phis
 
 
+def _no_vectorize(mod: ir.Module) -> ir.MDValue:
+    """A loop ID (a node whose first operand is itself) that disables vectorization."""
+    ident = ir.MDValue(mod, [], name=str(len(mod.metadata)))
+    ident.operands = (ident, mod.add_metadata([ir.MetaDataString(mod, "llvm.loop.vectorize.enable"),
+                                               ir.Constant(ir.IntType(1), 0)]))
+    return ident
+
+
 @contextmanager
 def for_range(b: ir.IRBuilder, lo: ir.Value | int, hi: ir.Value | int, step: int = 1,
-              name: str = "i") -> Iterator[ir.Value]:
+              name: str = "i", vectorize: bool = True) -> Iterator[ir.Value]:
     """`for (name = lo; name < hi; name += step)`."""
-    with loop(b, lo, hi, step, name) as lp:
+    with loop(b, lo, hi, step, name, vectorize=vectorize) as lp:
         yield lp.iv
 
 

@@ -33,6 +33,26 @@ I1 = ir.IntType(1)
 SCRATCH = "solir_scratch"
 
 
+def transpose(b: ir.IRBuilder, rows: list[ir.Value]) -> list[ir.Value]:
+    """The columns of a square block of `n` vectors of `n` lanes (n a power of two): the
+    off-diagonal half-blocks swap at each of log2(n) scales, one two-input shuffle per output
+    vector each (which x86 lowers to unpck/shuf/vperm2 instructions)."""
+    n = len(rows)
+    v = list(rows)
+    i32 = ir.IntType(32)
+    d = n // 2
+    while d >= 1:
+        lo = ir.Constant(ir.VectorType(i32, n), [j if not j & d else n + j - d for j in range(n)])
+        hi = ir.Constant(ir.VectorType(i32, n), [j + d if not j & d else n + j for j in range(n)])
+        out = list(v)
+        for i in range(n):
+            if not i & d:
+                out[i] = b.shuffle_vector(v[i], v[i + d], lo)
+                out[i + d] = b.shuffle_vector(v[i], v[i + d], hi)
+        v, d = out, d // 2
+    return v
+
+
 def matmul_units(op: Op) -> int:
     a = op.attrs
     batch, m, n = op.results[0].type.shape
@@ -114,6 +134,7 @@ class _MatmulEmitter:
                     out[i * nv + v] = e.intrinsic("fmuladd", [av, bvs[v], out[i * nv + v]])
             return out
 
+        self._prefetch_tile(b, e, c, ldc)
         unroll = 4
 
         def unrolled(p: ir.Value, acc: list[ir.Value]) -> list[ir.Value]:
@@ -133,6 +154,21 @@ class _MatmulEmitter:
                 self._store_tile(b, c, ldc, acc, add=False)
         b.ret_void()
         return fn
+
+    def _prefetch_tile(self, b: ir.IRBuilder, e: ElementEmitter, c: ir.Value, ldc: ir.Value) -> None:
+        """Ask for the C tile's lines (for writing) before the k loop, so that the write-back
+        after it does not wait for them: C rows are a whole row of C apart, so each is a
+        separate miss, and the k loop is long enough to hide them all."""
+        i8p = ir.PointerType(ir.IntType(8))
+        fn = e.declare("llvm.prefetch.p0", ir.VoidType(), [i8p, ir.IntType(32), ir.IntType(32),
+                                                           ir.IntType(32)])
+        i32 = ir.IntType(32)
+        line = 64 // self.size
+        for i in range(self.mr):
+            for off in range(0, self.nr, line):
+                ptr = self.gep(b, c, b.add(b.mul(const64(i), ldc), const64(off)))
+                b.call(fn, [b.bitcast(ptr, i8p), ir.Constant(i32, 1), ir.Constant(i32, 3),
+                            ir.Constant(i32, 1)])
 
     def _store_tile(self, b: ir.IRBuilder, c: ir.Value, ldc: ir.Value, acc: list[ir.Value],
                     add: bool) -> None:
@@ -233,11 +269,25 @@ class _MatmulEmitter:
                       full: ir.Value, kcur: ir.Value, s_outer: ir.Value, s_inner: ir.Value,
                       dst_step: int, name: str) -> None:
         """dst[p*dst_step + t] = src[t*s_outer + p*s_inner] for t < count, and 0 for
-        count <= t < full (the panel's zero padding). Sources contiguous along k are copied
-        row by row; otherwise a whole panel (count == dst_step) copies one k-row at a time
-        with its dst_step reads unrolled."""
+        count <= t < full (the panel's zero padding). A whole panel (count == dst_step) of
+        rows contiguous along k is transposed in registers, `lanes` k-steps at a time; a whole
+        panel strided along k copies one k-row at a time with its dst_step reads unrolled;
+        anything else goes element by element."""
         contiguous_k = b.icmp_signed("==", s_inner, const64(1))
-        whole = b.and_(b.icmp_signed("==", count, const64(dst_step)), b.not_(contiguous_k))
+        is_whole = b.icmp_signed("==", count, const64(dst_step))
+        if self.lanes == 1:
+            self._copy_scalar(b, src, dst, count, full, kcur, s_outer, s_inner, dst_step, name)
+            return
+        with b.if_else(b.and_(is_whole, contiguous_k)) as (then, otherwise):
+            with then:
+                self._transpose_panel(b, src, dst, kcur, s_outer, dst_step, name)
+            with otherwise:
+                self._copy_scalar(b, src, dst, count, full, kcur, s_outer, s_inner, dst_step, name)
+
+    def _copy_scalar(self, b: ir.IRBuilder, src: ir.Value, dst: ir.Value, count: ir.Value,
+                     full: ir.Value, kcur: ir.Value, s_outer: ir.Value, s_inner: ir.Value,
+                     dst_step: int, name: str) -> None:
+        whole = b.icmp_signed("==", count, const64(dst_step))
         with b.if_else(whole) as (then, otherwise):
             with then:
                 with for_range(b, const64(0), kcur, 1, name=f"{name}w") as p:
@@ -250,16 +300,48 @@ class _MatmulEmitter:
             with otherwise:
                 zero = ir.Constant(self.ety, 0.0)
                 with for_range(b, const64(0), count, 1, name=f"{name}t") as t:
-                    row = b.mul(t, s_outer)
-                    with for_range(b, const64(0), kcur, 1, name=f"{name}p") as p:
-                        x = b.load(self.gep(b, src, b.add(row, b.mul(p, s_inner))),
-                                   typ=self.ety, align=self.size)
-                        b.store(x, self.gep(b, dst, b.add(b.mul(p, const64(dst_step)), t)),
-                                align=self.size)
+                    self._copy_row(b, src, dst, t, const64(0), kcur, s_outer, s_inner, dst_step,
+                                   f"{name}p")
                 with for_range(b, count, full, 1, name=f"{name}z") as t:
                     with for_range(b, const64(0), kcur, 1, name=f"{name}zp") as p:
                         b.store(zero, self.gep(b, dst, b.add(b.mul(p, const64(dst_step)), t)),
                                 align=self.size)
+
+    def _copy_row(self, b: ir.IRBuilder, src: ir.Value, dst: ir.Value, t: ir.Value, p0: ir.Value,
+                  p1: ir.Value, s_outer: ir.Value, s_inner: ir.Value, dst_step: int,
+                  name: str) -> None:
+        """dst[p*dst_step + t] = src[t*s_outer + p*s_inner] for p0 <= p < p1, as scalars (the
+        loop vectorizer would make scatters of the strided stores)."""
+        row = b.mul(t, s_outer)
+        with for_range(b, p0, p1, 1, name=name, vectorize=False) as p:
+            x = b.load(self.gep(b, src, b.add(row, b.mul(p, s_inner))), typ=self.ety, align=self.size)
+            b.store(x, self.gep(b, dst, b.add(b.mul(p, const64(dst_step)), t)), align=self.size)
+
+    def _transpose_panel(self, b: ir.IRBuilder, src: ir.Value, dst: ir.Value, kcur: ir.Value,
+                         s_outer: ir.Value, rows: int, name: str) -> None:
+        """dst[p*rows + t] = src[t*s_outer + p] for t < rows, p < kcur: each block of `lanes`
+        rows by `lanes` k-steps is loaded as vectors, transposed with shuffles, and stored as
+        vectors (masked where the block has fewer rows); the last kcur % lanes steps go
+        element by element."""
+        lanes = self.lanes
+        e = ElementEmitter(self.llmod, b, lanes)
+        zero = ir.Constant(self.vty, [0.0] * lanes)
+        kv = b.mul(b.sdiv(kcur, const64(lanes)), const64(lanes))
+        with for_range(b, const64(0), kv, lanes, name=f"{name}v") as p:
+            for c0 in range(0, rows, lanes):
+                n = min(lanes, rows - c0)
+                vecs = [b.load(self.gep(b, src, b.add(b.mul(const64(c0 + t), s_outer), p)),
+                               typ=self.vty, align=self.size) for t in range(n)]
+                cols = transpose(b, vecs + [zero] * (lanes - n))
+                for q in range(lanes):
+                    ptr = self.gep(b, dst, b.add(b.mul(b.add(p, const64(q)), const64(rows)),
+                                                 const64(c0)))
+                    if n == lanes:
+                        b.store(cols[q], ptr, align=self.size)
+                    else:
+                        e.masked_store(cols[q], ptr, self.size, n)
+        with for_range(b, const64(0), const64(rows), 1, name=f"{name}r") as t:
+            self._copy_row(b, src, dst, t, kv, kcur, s_outer, const64(1), rows, f"{name}rp")
 
     def block_fn(self, micro: ir.Function) -> ir.Function:
         """block(ap, bp, c = &C(b, i0, j0), ldc, mcur, ncur, kcur, accumulate, ctile): every
