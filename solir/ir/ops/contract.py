@@ -266,6 +266,14 @@ def _conv_as_matmul(op: Op, b: Builder) -> Value | None:
                  and all(pp == (0, 0) for pp in p["padding"]) and all(d == 1 for d in p["lhs_dilation"]))
     if pointwise and list(lsp) == list(osp):
         patches, p_trans = lhs, not feature_first    # NCHW input is already [n, R=C, S]
+    elif (feature_first and ns == 2 and list(lsp) == [0, 1, 2, 3] and list(rsp) == [0, 1, 2, 3]
+          and all(d == 1 for d in p["lhs_dilation"]) and p["strides"][1] == 1):
+        # NCHW image, OIHW kernel: the microkernel's B packing gathers the patches itself
+        geometry = (*p["window"], *p["strides"], p["padding"][0][0], p["padding"][1][0],
+                    *p["rhs_dilation"], *spatial_out)
+        wv = b("tensor.reshape", rhs, shape=(1, o, R))
+        c = b.op("kernel.matmul", [wv, lhs], {"patches": tuple(int(v) for v in geometry)}).result
+        return b.op("tensor.reshape", [c], {"shape": out.shape}, name_hint=op.results[0].name).result
     else:
         # P[n, s..., r...] (NHWC: rows of the product) or P[n, r..., s...] (NCHW: its columns,
         # so packing reads whole rows), r = (c, window) in the kernel's memory order

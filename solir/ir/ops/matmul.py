@@ -4,6 +4,11 @@ microkernel (BLIS-style; the emitter is solir/lower/llvm/kernels/matmul.py).
     C[b, i, j] = sum_p A[b, i, p] * B[b, p, j]        A: [B, M, K] (or [B, K, M] if trans_a)
                                                        B: [B, K, N] (or [B, N, K] if trans_b)
 
+With `patches` set, B is not a matrix but an NCHW image [B, C, H, W] read as its im2col matrix
+[B, C*KH*KW, OH*OW]: the packing of B panels gathers each receptive field from the image
+directly, so a convolution's patch matrix (9x the image for a 3x3 conv) is never written to
+memory. `patches` = (KH, KW, SH, SW, PH, PW, DH, DW, OH, OW).
+
 A size-1 batch of an operand is broadcast (a weight shared by every batch element). Every
 float contraction (dot_general with any batch/contracting layout) lowers to it: operands are
 viewed as 3-d (no copy when their dims are already grouped, one transpose otherwise), and the
@@ -26,8 +31,37 @@ from solir.ir.types import DType, TensorType
 BLOCKING = ("mr", "nr", "kc", "mc", "nc", "mg")
 
 
+def patch_matrix_shape(image: TensorType, patches: Sequence[int]) -> tuple[int, int, int]:
+    """[batch, K = C*KH*KW, N = OH*OW] of an image read through `patches`."""
+    if image.rank != 4 or len(patches) != 10:
+        raise ValueError("a patches operand is an NCHW image with (KH, KW, SH, SW, PH, PW, DH, DW, "
+                         "OH, OW)")
+    kh, kw, *_, oh, ow = patches
+    return image.shape[0], image.shape[1] * kh * kw, oh * ow
+
+
+def im2col(x: np.ndarray, patches: Sequence[int]) -> np.ndarray:
+    """The patch matrix [B, C*KH*KW, OH*OW] of an NCHW image (zero outside it)."""
+    kh, kw, sh, sw, ph, pw, dh, dw, oh, ow = (int(v) for v in patches)
+    n, c, h, w = x.shape
+    out = np.zeros((n, c, kh, kw, oh, ow), x.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            ys = np.arange(oh) * sh + i * dh - ph
+            xs = np.arange(ow) * sw + j * dw - pw
+            vy, vx = (ys >= 0) & (ys < h), (xs >= 0) & (xs < w)
+            blk = x[:, :, np.clip(ys, 0, h - 1)][:, :, :, np.clip(xs, 0, w - 1)]
+            out[:, :, i, j] = blk * (vy[:, None] & vx[None, :])
+    return out.reshape(n, c * kh * kw, oh * ow)
+
+
 def _mnk(types: Sequence[TensorType], attrs: dict[str, Any]) -> tuple[int, int, int, int, int]:
     a, b = types
+    if attrs.get("patches"):
+        if attrs.get("trans_b") or attrs.get("b_packed"):
+            raise ValueError("a patches operand is neither transposed nor packed")
+        b = TensorType(patch_matrix_shape(b, attrs["patches"]), b.dtype)
+        types = [a, b]
     if attrs.get("a_packed") or attrs.get("b_packed"):
         m, n, k = (int(attrs[x]) for x in ("m", "n", "k"))
         want_a = packed_size(m, k, attrs["mr"], attrs["kc"]) if attrs.get("a_packed") else None
@@ -96,6 +130,8 @@ def _reference(attrs: dict[str, Any], a: np.ndarray, b: np.ndarray) -> np.ndarra
         b = unpack_panels(b, attrs["n"], attrs["k"], attrs["nr"], attrs["kc"]).T[None]
     elif attrs.get("trans_b"):
         b = b.transpose(0, 2, 1)
+    elif attrs.get("patches"):
+        b = im2col(b, attrs["patches"])
     return np.matmul(a.astype(np.float64), b.astype(np.float64)).astype(a.dtype)
 
 
@@ -103,10 +139,12 @@ register(OpDef(
     name="kernel.matmul", operands=("a", "b"), infer=_infer,
     optional_attrs={"trans_a": False, "trans_b": False, "kernel": "matmul",
                     **{k: None for k in BLOCKING}, "parallel": None,
-                    "a_packed": False, "b_packed": False, "m": None, "n": None, "k": None},
+                    "a_packed": False, "b_packed": False, "m": None, "n": None, "k": None,
+                    "patches": None},
     reference=_reference, kind=KERNEL,
     doc="Batched C = A B by the packed register-blocked microkernel; A is [B,M,K] "
-        "([B,K,M] if trans_a), B is [B,K,N] ([B,N,K] if trans_b); a batch of 1 broadcasts."))
+        "([B,K,M] if trans_a), B is [B,K,N] ([B,N,K] if trans_b, or an NCHW image read as "
+        "its im2col matrix with patches); a batch of 1 broadcasts."))
 
 
 # ---- from dot_general ------------------------------------------------------------------------------

@@ -96,6 +96,13 @@ class ElementEmitter:
                           [a.type for a in args] + [e.type for e in extra])
         return self.b.call(fn, list(args) + list(extra))
 
+    def masked_load(self, ty: ir.VectorType, ptr: ir.Value, align: int, mask: ir.Value,
+                    passthru: ir.Value) -> ir.Value:
+        """Lanes of `ty` at `ptr` where `mask` is set (the others are not read), else `passthru`."""
+        fn = self.declare(f"llvm.masked.load.{self._suffix(ty)}.p0", ty,
+                          [ptr.type, ir.IntType(32), mask.type, ty])
+        return self.b.call(fn, [ptr, ir.Constant(ir.IntType(32), align), mask, passthru])
+
     def masked_store(self, value: ir.Value, ptr: ir.Value, align: int, count: int) -> None:
         """Store the first `count` lanes of `value` at `ptr`."""
         t = value.type

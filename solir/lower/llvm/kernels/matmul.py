@@ -22,6 +22,7 @@ from __future__ import annotations
 from typing import Callable
 
 import llvmlite.ir as ir
+import numpy as np
 
 from solir.ir.core import Op
 from solir.lower.llvm.element import ElementEmitter, scalar_type
@@ -71,6 +72,7 @@ class _MatmulEmitter:
         self.batch, self.M, self.N = op.results[0].type.shape
         self.ta, self.tb = bool(a.get("trans_a")), bool(a.get("trans_b"))
         self.a_packed, self.b_packed = bool(a.get("a_packed")), bool(a.get("b_packed"))
+        self.patches = tuple(int(v) for v in a["patches"]) if a.get("patches") else None
         if self.a_packed or self.b_packed:
             self.K = int(a["k"])
         else:
@@ -88,6 +90,9 @@ class _MatmulEmitter:
         self.a_bs = 0 if self.a_packed or A.type.shape[0] == 1 else M * K
         self.a_is, self.a_ps = (1, M) if self.ta else (K, 1)
         self.b_bs = 0 if self.b_packed or B.type.shape[0] == 1 else K * N
+        if self.patches:                  # B is the image [batch, C, H, W]
+            self.image = tuple(B.type.shape[1:])
+            self.b_bs = 0 if B.type.shape[0] == 1 else int(np.prod(self.image))
         self.b_ps, self.b_js = (1, K) if self.tb else (N, 1)
         self.mcp = -(-self.mc // self.mr) * self.mr       # blocks padded to whole panels
         self.ncp = -(-self.nc // self.nr) * self.nr
@@ -250,6 +255,77 @@ class _MatmulEmitter:
                             b.store(x, self.gep(b, bp, b.add(dst, jj)), align=self.size)
                         with otherwise:
                             b.store(zero, self.gep(b, bp, b.add(dst, jj)), align=self.size)
+
+    def pack_patches_fn(self) -> ir.Function:
+        """packpatches(src = the image of this batch element, dst, p0, kcur, j0, ncur): B panels
+        of the im2col matrix, gathered from the image. Row r = p0 + p of the matrix is
+        (c, kh, kw); column j is the output position (oh, ow) = divmod(j, OW), which reads
+        X[c, oh*SH + kh*DH - PH, ow*SW + kw*DW - PW] (zero outside). For each vector of `lanes`
+        columns, the lanes that fall in one output row read contiguous image elements (SW = 1),
+        so a vector is one masked load per output row it spans; masked-off lanes (padding,
+        other rows, beyond ncur) are zero and never touch memory. One function per conv
+        geometry: its sizes are constants, so the divisions are multiplications."""
+        kh_, kw_, sh, sw, ph, pw, dh, dw, oh_, ow_ = self.patches
+        c_, h_, w_ = self.image
+        nr = self.nr
+        lanes = self.lanes if self.lanes > 1 else nr     # vectors even where the target has none
+        geo = "_".join(map(str, (c_, h_, w_) + self.patches))
+
+        def body(b: ir.IRBuilder, a: list[ir.Value]) -> None:
+            src, dst, p0, kcur, j0, ncur = a
+            i64v = ir.VectorType(I64, lanes)
+            vty = ir.VectorType(self.ety, lanes)
+            e = ElementEmitter(self.llmod, b, lanes)
+            iota = ir.Constant(i64v, list(range(lanes)))
+            splat = lambda x: e.splat(x)                         # noqa: E731
+            vconst = lambda x: ir.Constant(i64v, [x] * lanes)    # noqa: E731
+            zero = ir.Constant(vty, [0.0] * lanes)
+            khw = kh_ * kw_
+            rows_per_vec = 1 + -(-(lanes - 1) // ow_)            # output rows one vector can span
+            npad = b.mul(b.sdiv(b.add(ncur, const64(nr - 1)), const64(nr)), const64(nr))
+            limit = splat(b.add(j0, ncur))
+            p1 = b.add(p0, kcur)
+            with for_range(b, const64(0), npad, lanes, name="ppj") as jv:
+                s0 = b.add(j0, jv)
+                oh0, ow0 = b.sdiv(s0, const64(ow_)), b.srem(s0, const64(ow_))
+                in_block = b.icmp_signed("<", b.add(splat(s0), iota), limit)
+                panel, within = b.sdiv(jv, const64(nr)), b.srem(jv, const64(nr))
+                out0 = b.add(b.mul(panel, b.mul(kcur, const64(nr))), within)
+                # the masks and offsets depend on the window position (kh, kw), not on the
+                # channel: computed once here, used for every channel below
+                with for_range(b, const64(0), const64(khw), 1, name="ppw") as w:
+                    dy = b.sub(b.mul(b.sdiv(w, const64(kw_)), const64(dh)), const64(ph))
+                    dx = b.sub(b.mul(b.srem(w, const64(kw_)), const64(dw)), const64(pw))
+                    masks, offs = [], []
+                    for rr in range(rows_per_vec):
+                        iy = b.add(b.mul(b.add(oh0, const64(rr)), const64(sh)), dy)
+                        row_ok = b.and_(b.icmp_signed(">=", iy, const64(0)),
+                                        b.icmp_signed("<", iy, const64(h_)))
+                        ow_lane = b.sub(b.add(splat(ow0), iota), vconst(rr * ow_))
+                        ix = b.add(splat(dx), ow_lane)
+                        m = b.and_(b.icmp_signed(">=", ow_lane, vconst(0)),
+                                   b.icmp_signed("<", ow_lane, vconst(ow_)))
+                        m = b.and_(m, b.and_(b.icmp_signed(">=", ix, vconst(0)),
+                                             b.icmp_signed("<", ix, vconst(w_))))
+                        masks.append(b.and_(b.and_(m, in_block), e.splat(row_ok)))
+                        # lane 0's offset in the plane; lanes outside the row are masked off
+                        offs.append(b.add(b.mul(b.select(row_ok, iy, const64(0)), const64(w_)),
+                                          b.sub(b.add(ow0, dx), const64(rr * ow_))))
+                    # channels whose row r = c*khw + w lies in [p0, p1)
+                    c_lo = b.sdiv(b.add(b.sub(p0, w), const64(khw - 1)), const64(khw))
+                    c_hi = b.sdiv(b.add(b.sub(p1, w), const64(khw - 1)), const64(khw))
+                    with for_range(b, c_lo, c_hi, 1, name="ppc") as c:
+                        plane = b.mul(c, const64(h_ * w_))
+                        acc = zero
+                        for m, off in zip(masks, offs):
+                            ptr = b.gep(src, [b.add(plane, off)], source_etype=self.ety)
+                            acc = e.masked_load(vty, ptr, self.size, m, acc)
+                        p = b.sub(b.add(b.mul(c, const64(khw)), w), p0)
+                        out = b.add(out0, b.mul(p, const64(nr)))
+                        b.store(acc, self.gep(b, dst, out), align=self.size)
+        return self._helper(f"packpatches{nr}.{geo}", [
+            ("src", PTR), ("dst", PTR), ("p0", I64), ("kcur", I64), ("j0", I64), ("ncur", I64)],
+            body)
 
     def pack_a_fn(self) -> ir.Function:
         """packa(src = &A(b, i0, p0), dst, mcur, kcur, s_i, s_k): Ap[ip][p][ii] =
@@ -417,6 +493,9 @@ class _MatmulEmitter:
                 if self.b_packed:        # packed at compile time: the panels are right there
                     npad = -(-N // self.nr) * self.nr
                     bpan = self.gep(b, bsrc, b.add(b.mul(p0, const64(npad)), b.mul(j0, kcur)))
+                elif self.patches:
+                    b.call(self.pack_patches_fn(), [self.gep(b, bsrc, b_base), bp, p0, kcur, j0, ncur])
+                    bpan = bp
                 else:
                     b_src = self.gep(b, bsrc, b.add(b_base, b.add(b.mul(p0, const64(self.b_ps)),
                                                                   b.mul(j0, const64(self.b_js)))))
