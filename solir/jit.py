@@ -167,14 +167,16 @@ def _static_key(args: tuple, kwargs: dict, nums: tuple[int, ...], names: tuple[s
 
 
 def _leaf_key(x: Any) -> Any:
+    if type(x) is np.ndarray:               # the common case, first: no string building
+        return (x.shape, x.dtype)
     if isinstance(x, (bool, int, float, complex)):
         return type(x)
     shape = getattr(x, "shape", None)
     dtype = getattr(x, "dtype", None)
     if shape is None or dtype is None:
         arr = np.asarray(x)
-        return (arr.shape, arr.dtype.str)
-    return (tuple(shape), str(dtype))
+        return (arr.shape, arr.dtype)
+    return (tuple(shape), np.dtype(dtype))
 
 
 def _jax_dtype(x: Any) -> Any:

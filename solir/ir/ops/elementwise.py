@@ -202,7 +202,9 @@ def _emit_int_div(e: ElementEmitter, op: Op, a: ir.Value, b_: ir.Value, rem: boo
 
 def _emit_div(e: ElementEmitter, op: Op, args: list[ir.Value]) -> ir.Value:
     if op.operands[0].type.dtype.is_float:
-        return e.b.fdiv(*args)
+        # arcp: a divisor that is the same for a whole loop (softmax's sum, layernorm's
+        # deviation) becomes one reciprocal and a multiply per element (within an ulp)
+        return e.b.fdiv(*args, flags=("arcp",))
     return _emit_int_div(e, op, *args, rem=False)
 
 
