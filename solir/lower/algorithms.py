@@ -2,7 +2,9 @@
 is an attribute (`algorithm`) on the tensor op, which its lowering reads; changing it never
 changes what is computed, only how (tests/test_schedules.py checks every choice).
 
-    tensor.conv         im2col    patches + the packed matmul microkernel
+    tensor.conv         im2col    patches + the packed matmul microkernel (NCHW with unit
+                                  column stride: the patches are gathered from the image
+                                  while B panels are packed, never written whole)
                         loops     one loop nest over output x (channel, window): any layout,
                                   groups (depthwise), integer types
     tensor.dot_general  matmul    the packed register-blocked microkernel
