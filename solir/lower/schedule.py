@@ -81,7 +81,7 @@ def matmul_blocking(target: Target, itemsize: int, m: int, n: int, k: int,
     lanes = target.lanes(itemsize)
     # Each k step loads NV vectors of B and broadcasts MR elements of A for MR x NV FMAs:
     # (MR + NV) / (MR NV) loads per FMA. With 32 registers 6 x 4 vectors needs 10 loads for
-    # 24 FMAs where 14 x 2 needs 16 for 28, and measured 10-15% faster (benchmarks/README.md).
+    # 24 FMAs where 14 x 2 needs 16 for 28 (benchmarks/README.md, session 4, has the gain).
     nv = 2 if lanes > 1 else 4
     if lanes > 1 and target.vector_registers >= 32 and n >= 4 * lanes:
         nv = 4

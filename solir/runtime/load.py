@@ -55,9 +55,7 @@ class _OutputPool:
         self.keep, self.limit, self.min_bytes = keep, limit, min_bytes
         self.lock = threading.Lock()
 
-    def array(self, shape: tuple[int, ...], dtype: Any, nbytes: int | None = None) -> np.ndarray:
-        if nbytes is None:
-            nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+    def array(self, shape: tuple[int, ...], dtype: Any, nbytes: int) -> np.ndarray:
         if nbytes < self.min_bytes:            # small arrays: numpy's allocator is as good
             return np.empty(shape, dtype)
         size = (nbytes + 4095) // 4096 * 4096

@@ -61,7 +61,6 @@ def _mnk(types: Sequence[TensorType], attrs: dict[str, Any]) -> tuple[int, int, 
         if attrs.get("trans_b") or attrs.get("b_packed"):
             raise ValueError("a patches operand is neither transposed nor packed")
         b = TensorType(patch_matrix_shape(b, attrs["patches"]), b.dtype)
-        types = [a, b]
     if attrs.get("a_packed") or attrs.get("b_packed"):
         m, n, k = (int(attrs[x]) for x in ("m", "n", "k"))
         want_a = packed_size(m, k, attrs["mr"], attrs["kc"]) if attrs.get("a_packed") else None

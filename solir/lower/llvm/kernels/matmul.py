@@ -139,7 +139,6 @@ class _MatmulEmitter:
                     out[i * nv + v] = e.intrinsic("fmuladd", [av, bvs[v], out[i * nv + v]])
             return out
 
-        self._prefetch_tile(b, e, c, ldc)
         unroll = 4
 
         def unrolled(p: ir.Value, acc: list[ir.Value]) -> list[ir.Value]:
@@ -159,21 +158,6 @@ class _MatmulEmitter:
                 self._store_tile(b, c, ldc, acc, add=False)
         b.ret_void()
         return fn
-
-    def _prefetch_tile(self, b: ir.IRBuilder, e: ElementEmitter, c: ir.Value, ldc: ir.Value) -> None:
-        """Ask for the C tile's lines (for writing) before the k loop, so that the write-back
-        after it does not wait for them: C rows are a whole row of C apart, so each is a
-        separate miss, and the k loop is long enough to hide them all."""
-        i8p = ir.PointerType(ir.IntType(8))
-        fn = e.declare("llvm.prefetch.p0", ir.VoidType(), [i8p, ir.IntType(32), ir.IntType(32),
-                                                           ir.IntType(32)])
-        i32 = ir.IntType(32)
-        line = 64 // self.size
-        for i in range(self.mr):
-            for off in range(0, self.nr, line):
-                ptr = self.gep(b, c, b.add(b.mul(const64(i), ldc), const64(off)))
-                b.call(fn, [b.bitcast(ptr, i8p), ir.Constant(i32, 1), ir.Constant(i32, 3),
-                            ir.Constant(i32, 1)])
 
     def _store_tile(self, b: ir.IRBuilder, c: ir.Value, ldc: ir.Value, acc: list[ir.Value],
                     add: bool) -> None:
@@ -349,11 +333,11 @@ class _MatmulEmitter:
         rows contiguous along k is transposed in registers, `lanes` k-steps at a time; a whole
         panel strided along k copies one k-row at a time with its dst_step reads unrolled;
         anything else goes element by element."""
-        contiguous_k = b.icmp_signed("==", s_inner, const64(1))
-        is_whole = b.icmp_signed("==", count, const64(dst_step))
         if self.lanes == 1:
             self._copy_scalar(b, src, dst, count, full, kcur, s_outer, s_inner, dst_step, name)
             return
+        contiguous_k = b.icmp_signed("==", s_inner, const64(1))
+        is_whole = b.icmp_signed("==", count, const64(dst_step))
         with b.if_else(b.and_(is_whole, contiguous_k)) as (then, otherwise):
             with then:
                 self._transpose_panel(b, src, dst, kcur, s_outer, dst_step, name)
