@@ -156,3 +156,71 @@ def test_conv_patches_gathered_while_packing_match_the_interpreter(case):
     (want,) = run_module(lowered.compilation.module, [x, k])
     np.testing.assert_allclose(f(x, k), want, rtol=2e-5, atol=2e-5)
     np.testing.assert_allclose(want, np.asarray(jax.jit(fn)(x, k)), rtol=2e-5, atol=2e-5)
+
+
+@st.composite
+def winograd_case(draw):
+    n, c, o = draw(st.integers(1, 2)), draw(st.integers(1, 9)), draw(st.integers(1, 12))
+    h, w = draw(st.integers(3, 26)), draw(st.integers(3, 75))     # up to 19 tiles: 2 vectors
+    pads = tuple((draw(st.integers(0, 2)), draw(st.integers(0, 2))) for _ in range(2))
+    algorithm = draw(st.sampled_from(["winograd", "winograd2"]))
+    constant = draw(st.booleans())        # weights known at compile time: U packed then
+    threads = draw(st.sampled_from([1, 2]))
+    return n, c, o, h, w, pads, algorithm, constant, threads
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=winograd_case())
+def test_winograd_matches_the_interpreter_and_jax(case):
+    """F(4x4,3x3) and F(2x2,3x3): images whose tiles overhang the output, asymmetric
+    padding, several vectors of tiles per row, batches, constant or runtime weights, one or
+    two threads (f64: tests/test_passes.py). F(4x4)'s transforms cost a few bits in f32,
+    hence the tolerance relative to the output's scale."""
+    import jax
+    n, c, o, h, w, pads, algorithm, constant, threads = case
+    dtype = np.float32
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((n, c, h, w)).astype(dtype)
+    k = rng.standard_normal((o, c, 3, 3)).astype(dtype)
+
+    def conv(x, k):
+        return jax.lax.conv_general_dilated(x, k, (1, 1), pads,
+                                            dimension_numbers=("NCHW", "OIHW", "NCHW"))
+
+    fn, args = ((lambda x: conv(x, k)), [x]) if constant else (conv, [x, k])
+    f = solir.jit(fn, algorithms={"conv": algorithm}, num_threads=threads,
+                  options=solir.Options(parallel_min_work=1))
+    lowered = f.lower(*args)
+    text = lowered.as_text("schedule")
+    assert "kernel.winograd_input" in text and "kernel.winograd_output" in text
+    (want,) = run_module(lowered.compilation.module, args)
+    (kernels,) = run_module(lowered.compilation.lower(), args)   # the transforms' references
+    got = np.asarray(f(*args))
+    direct = np.asarray(jax.jit(conv)(x, k))
+    scale = max(1.0, float(np.abs(direct).max()))
+    tol = 1e-5 if algorithm == "winograd" else 2e-6
+    np.testing.assert_allclose(got, want, rtol=0, atol=tol * scale)
+    np.testing.assert_allclose(kernels, want, rtol=0, atol=tol * scale)
+    np.testing.assert_allclose(got, direct, rtol=0, atol=tol * scale)
+
+
+def test_winograd_cost_model_and_its_limits():
+    """The cost model takes Winograd for a 56x56 image with 64 channels, im2col for a 7x7
+    one with 512 (its tiles would be mostly padding and its weights 1.8x larger); a forced
+    choice it cannot honour names the reason."""
+    import jax
+    rng = np.random.default_rng(8)
+
+    def table(c, hw, stride=1, force=None):
+        x = rng.standard_normal((1, c, hw, hw)).astype(np.float32)
+        k = rng.standard_normal((c, c, 3, 3)).astype(np.float32)
+        fn = lambda x: jax.lax.conv_general_dilated(x, k, (stride, stride), "SAME",  # noqa: E731
+                                                    dimension_numbers=("NCHW", "OIHW", "NCHW"))
+        return solir.jit(fn, algorithms={"conv": force} if force else None).lower(x).as_text(
+            "algorithms").splitlines()[1]
+
+    assert " winograd " in table(64, 56) and "against im2col" in table(64, 56)
+    assert " im2col " in table(512, 7)
+    assert " im2col " in table(64, 56, stride=2)
+    with pytest.raises(solir.SolirError, match="cannot use 'winograd': needs stride 1"):
+        table(8, 9, stride=2, force="winograd")

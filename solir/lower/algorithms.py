@@ -5,6 +5,11 @@ changes what is computed, only how (tests/test_schedules.py checks every choice)
     tensor.conv         im2col    patches + the packed matmul microkernel (NCHW with unit
                                   column stride: the patches are gathered from the image
                                   while B panels are packed, never written whole)
+                        winograd  F(4x4, 3x3): input transform, 36 matrix products with
+                                  C-long reductions (the microkernel), output transform;
+                                  3x3 stride-1 NCHW convs (solir/ir/ops/winograd.py)
+                        winograd2 F(2x2, 3x3): the same with 16 products (smaller tiles
+                                  for small images, a little more accurate)
                         loops     one loop nest over output x (channel, window): any layout,
                                   groups (depthwise), integer types
     tensor.dot_general  matmul    the packed register-blocked microkernel
@@ -24,10 +29,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
+import numpy as np
+
 from solir.errors import SolirError
 from solir.ir.core import Module, Op
 from solir.ir.types import DType
 from solir.lower.pipeline import PassContext, pass_
+from solir.targets import Target
 
 KINDS = {"tensor.conv": "conv", "tensor.dot_general": "dot"}
 
@@ -57,9 +65,19 @@ def _always(op: Op) -> str | None:
     return None
 
 
+def _winograd(op: Op) -> str | None:
+    from solir.ir.ops.contract import conv_params
+    from solir.ir.ops.winograd import winograd_applies
+    lhs, rhs = op.operands
+    return winograd_applies(conv_params(lhs.type, rhs.type, op.attrs), lhs.type, rhs.type,
+                            op.results[0].type)
+
+
 ALGORITHMS: dict[str, dict[str, Choice]] = {
     "conv": {
         "im2col": Choice("im2col", _float_ungrouped, "patches, then the packed matmul microkernel"),
+        "winograd": Choice("winograd", _winograd, "Winograd F(4x4,3x3) around the microkernel"),
+        "winograd2": Choice("winograd2", _winograd, "Winograd F(2x2,3x3) around the microkernel"),
         "loops": Choice("loops", _always, "one loop nest over outputs x (channel, window)"),
     },
     "dot": {
@@ -74,17 +92,65 @@ def macs(op: Op) -> int:
     return op_flops(op) // 2
 
 
-def _default(kind: str, op: Op) -> tuple[str, str]:
+# What one element written by a Winograd transform (V in, M out) costs, in microkernel
+# multiply-adds: the transforms stream memory at a few elements per cycle where the
+# microkernel does 32 multiply-adds per cycle (2 FMA pipes x 16 lanes).
+TRANSFORM_ELEMENT = 8
+# ... and one element of the weights: read once per call, from memory when a model's weights
+# exceed the caches (ResNet-18 has 45 MB), at ~8 bytes per cycle. Winograd's U is t^2/9 times
+# the kernel (4x for F(4x4)), which is what rules it out on the 7x7 layers with 512 channels.
+WEIGHT_ELEMENT = 16
+
+
+def conv_costs(op: Op, target: Target) -> dict[str, float]:
+    """Effective multiply-adds of each fast conv algorithm that applies: the microkernel's
+    products with their columns padded to whole register tiles (a 7x7 image is 49 columns,
+    computed as 64), plus the Winograd transforms."""
+    from solir.ir.ops.contract import conv_params
+    from solir.ir.ops.winograd import tiles_for
+    from solir.lower.schedule import matmul_blocking
+    lhs, rhs = op.operands
+    out = op.results[0].type
+    p = conv_params(lhs.type, rhs.type, op.attrs)
+    size = out.dtype.itemsize
+
+    def product(batch: int, m: int, n: int, k: int) -> float:
+        nr = matmul_blocking(target, size, m, n, k)["nr"]
+        return batch * m * (-(-n // nr) * nr) * k
+
+    costs: dict[str, float] = {}
+    if ALGORITHMS["conv"]["im2col"].applies(op) is None:
+        n_img, k_out = p["n"], p["o"]
+        cols = int(np.prod(out.shape)) // (n_img * k_out)
+        costs["im2col"] = (product(n_img, k_out, cols, int(np.prod(rhs.type.shape[1:])))
+                           + WEIGHT_ELEMENT * rhs.type.size)
+    if _winograd(op) is None:
+        n_img, k_out, oh, ow = out.shape
+        c_in = rhs.type.shape[1]
+        for name, m in (("winograd", 4), ("winograd2", 2)):
+            ty, tx = tiles_for((oh, ow), m)
+            t2, cols = (m + 2) ** 2, n_img * ty * tx
+            costs[name] = (product(t2, k_out, cols, c_in)
+                           + TRANSFORM_ELEMENT * t2 * cols * (c_in + k_out)
+                           + WEIGHT_ELEMENT * t2 * k_out * c_in)
+    return costs
+
+
+def _default(kind: str, op: Op, target: Target) -> tuple[str, str]:
     """The cost model: (choice, why)."""
     fast = "im2col" if kind == "conv" else "matmul"
     why_not = ALGORITHMS[kind][fast].applies(op)
-    if why_not is not None:
+    if why_not is not None and (kind != "conv" or _winograd(op) is not None):
         return "loops", f"{fast} does not apply: {why_not}"
     n = macs(op)
     if n < 4096:
         return "loops", f"tiny ({n} multiply-adds): packing would cost more than it saves"
     if kind == "conv":
-        return fast, f"{n / 1e6:.1f} M multiply-adds through the microkernel"
+        costs = conv_costs(op, target)
+        best = min(costs, key=costs.__getitem__)
+        others = ", ".join(f"{k} {v / 1e6:.1f}" for k, v in costs.items() if k != best)
+        return best, (f"{costs[best] / 1e6:.1f} M effective multiply-adds"
+                      + (f" (against {others})" if others else ""))
     return fast, f"{n / 1e6:.2f} M multiply-adds"
 
 
@@ -146,7 +212,7 @@ def select_algorithms(module: Module, ctx: PassContext) -> Module:
             op.attrs["algorithm"] = forced
             op.attrs["algorithm_why"] = "forced by the user"
         else:
-            op.attrs["algorithm"], op.attrs["algorithm_why"] = _default(kind, op)
+            op.attrs["algorithm"], op.attrs["algorithm_why"] = _default(kind, op, ctx.target)
     return module
 
 

@@ -53,6 +53,8 @@ def schedule(module: Module, ctx: PassContext) -> Module:
                 _schedule(op, ctx)
             elif op.name == "kernel.matmul":
                 ops += _schedule_matmul(op, ctx)      # weights packed now, if constant
+            elif op.name in ("kernel.winograd_input", "kernel.winograd_output"):
+                _schedule_planes(op, ctx)
             ops.append(op)
         f.body.ops = ops
         _drop_dead_constants(f)
@@ -117,8 +119,8 @@ def _constant_of(v: Value) -> np.ndarray | None:
 
 
 def _prepack_constants(op: Op, m: int, n: int, k: int) -> list[Op]:
-    """Constant weights shared by the batch are packed into the microkernel's panel order
-    now, so calls never pack them (see solir/ir/ops/matmul.py). Returns the new constant
+    """Constant weights (shared by the batch, or one per batch element) are packed into the
+    microkernel's panel order now, so calls never pack them (see solir/ir/ops/matmul.py). Returns the new constant
     ops, to go before `op`."""
     from solir.ir.core import Block, Builder
     from solir.ir.ops.matmul import pack_panels
@@ -126,15 +128,17 @@ def _prepack_constants(op: Op, m: int, n: int, k: int) -> list[Op]:
     made = []
     for idx, flag in ((0, "a_packed"), (1, "b_packed")):
         value = _constant_of(op.operands[idx])
-        if value is None or value.shape[0] != 1 or a.get(flag):
+        if value is None or a.get(flag):
             continue
-        x = value[0]
-        if idx == 0:
-            x = x.T if a.get("trans_a") else x                 # -> [M, K]
-            packed = pack_panels(np.ascontiguousarray(x), a["mr"], a["kc"])
-        else:
-            x = x if a.get("trans_b") else x.T                 # -> [N, K]
-            packed = pack_panels(np.ascontiguousarray(x), a["nr"], a["kc"])
+        panels = []
+        for x in value:
+            if idx == 0:
+                x = x.T if a.get("trans_a") else x                 # -> [M, K]
+                panels.append(pack_panels(np.ascontiguousarray(x), a["mr"], a["kc"]))
+            else:
+                x = x if a.get("trans_b") else x.T                 # -> [N, K]
+                panels.append(pack_panels(np.ascontiguousarray(x), a["nr"], a["kc"]))
+        packed = panels[0] if len(panels) == 1 else np.stack(panels)
         const = Builder(Block(), op.loc).op("tensor.constant", [], {"value": packed},
                                             name_hint=f"{op.operands[idx].name or 'w'}_packed")
         operands = list(op.operands)
@@ -183,6 +187,17 @@ def _schedule_matmul(op: Op, ctx: PassContext) -> list[Op]:
     else:
         op.attrs.pop("parallel", None)
     return made
+
+
+def _schedule_planes(op: Op, ctx: PassContext) -> None:
+    """Kernels whose units are image planes (Winograd's transforms): threads take planes."""
+    planes = int(np.prod(op.results[0].type.shape[:2] if op.name.endswith("output")
+                         else op.operands[0].type.shape[:2]))
+    work = op.results[0].type.size
+    if ctx.options.parallel and planes > 1 and work >= ctx.options.parallel_min_work:
+        op.attrs["parallel"] = 0
+    else:
+        op.attrs.pop("parallel", None)
 
 
 def _schedule(op: Op, ctx: PassContext) -> None:

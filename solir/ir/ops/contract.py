@@ -205,9 +205,18 @@ def _conv_generic_layout(lhs: TensorType, rhs: TensorType, attrs: dict[str, Any]
     return dims, its, AffineMap(nd, tuple(lhs_exprs)), AffineMap(nd, tuple(rhs_exprs)), p
 
 
+WINOGRAD = {"winograd": 4, "winograd2": 2}      # algorithm name -> output tile m
+
+
 def _lower_conv(op: Op, b: Builder) -> list[Value]:
     lhs, rhs = op.operands
-    if op.attrs.get("algorithm", "im2col") == "im2col":   # select-algorithms decides
+    algorithm = op.attrs.get("algorithm") or "im2col"     # select-algorithms decides
+    if algorithm in WINOGRAD:
+        from solir.ir.ops.winograd import build_winograd_conv
+        weights = rhs.owner.attrs["value"] if getattr(rhs.owner, "name", "") == "tensor.constant" \
+            else None  # type: ignore[union-attr]
+        return [build_winograd_conv(op, b, WINOGRAD[algorithm], weights)]
+    if algorithm == "im2col":
         im2col = _conv_as_matmul(op, b)
         if im2col is not None:
             return [im2col]

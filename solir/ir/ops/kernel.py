@@ -26,7 +26,8 @@ from solir.ir.types import DType, TensorType, i64, scalar
 
 COMBINERS = ("add", "mul", "max", "min", "and", "or", "argmax", "argmin")
 SCATTER_COMBINERS = ("set", "add", "mul", "max", "min")
-LOOP_NESTS = ("kernel.generic", "kernel.scatter", "kernel.matmul")   # kernel ops that own an output buffer
+LOOP_NESTS = ("kernel.generic", "kernel.scatter", "kernel.matmul", "kernel.winograd_input",
+              "kernel.winograd_output")   # kernel ops that own an output buffer
 
 
 def generic_result_shape(dims: Sequence[int], iterators: str) -> tuple[int, ...]:

@@ -66,10 +66,13 @@ def _mnk(types: Sequence[TensorType], attrs: dict[str, Any]) -> tuple[int, int, 
         want_a = packed_size(m, k, attrs["mr"], attrs["kc"]) if attrs.get("a_packed") else None
         want_b = packed_size(n, k, attrs["nr"], attrs["kc"]) if attrs.get("b_packed") else None
         for t, want, which in ((a, want_a, "a"), (b, want_b, "b")):
-            if want is not None and t.shape != (want,):
-                raise ValueError(f"packed operand {which} is {t}, expected {want} elements")
-        batch = [t.shape[0] for t, w in ((a, want_a), (b, want_b)) if w is None]
-        return (batch[0] if batch else 1), m, n, k, 0
+            if want is not None and (t.rank not in (1, 2) or t.shape[-1] != want):
+                raise ValueError(f"packed operand {which} is {t}, expected {want} elements "
+                                 "(or [batch, that])")
+        batch = [t.shape[0] for t, w in ((a, want_a), (b, want_b)) if w is None or t.rank == 2]
+        if len(set(batch) - {1}) > 1:
+            raise ValueError(f"batch sizes {batch} do not broadcast")
+        return max(batch, default=1), m, n, k, 0
     if a.rank != 3 or b.rank != 3:
         raise ValueError("kernel.matmul takes 3-d operands [batch, rows, cols]")
     m, k = (a.shape[2], a.shape[1]) if attrs.get("trans_a") else (a.shape[1], a.shape[2])
@@ -84,7 +87,8 @@ def _mnk(types: Sequence[TensorType], attrs: dict[str, Any]) -> tuple[int, int, 
 # ---- operands packed at compile time (constant weights) ----------------------------------------
 # A constant operand is stored in the order the microkernel reads it, for every KC step: A as
 # MR-row panels [i/MR][p][MR], B as NR-column panels [j/NR][p][NR], zero-padded. The panel
-# holding (i0, p0) (or (j0, p0)) starts at p0 * rows_padded + i0 * kcur.
+# holding (i0, p0) (or (j0, p0)) starts at p0 * rows_padded + i0 * kcur. A batched constant
+# (Winograd's U) is [batch, packed_size], one packing per batch element.
 
 def packed_size(rows: int, k: int, r: int, kc: int) -> int:
     return -(-rows // r) * r * k
@@ -122,11 +126,13 @@ def _infer(types: list[TensorType], attrs: dict[str, Any]) -> list[TensorType]:
 
 def _reference(attrs: dict[str, Any], a: np.ndarray, b: np.ndarray) -> np.ndarray:
     if attrs.get("a_packed"):
-        a = unpack_panels(a, attrs["m"], attrs["k"], attrs["mr"], attrs["kc"])[None]
+        a = np.stack([unpack_panels(x, attrs["m"], attrs["k"], attrs["mr"], attrs["kc"])
+                      for x in a.reshape(-1, a.shape[-1])])
     elif attrs.get("trans_a"):
         a = a.transpose(0, 2, 1)
     if attrs.get("b_packed"):
-        b = unpack_panels(b, attrs["n"], attrs["k"], attrs["nr"], attrs["kc"]).T[None]
+        b = np.stack([unpack_panels(x, attrs["n"], attrs["k"], attrs["nr"], attrs["kc"]).T
+                      for x in b.reshape(-1, b.shape[-1])])
     elif attrs.get("trans_b"):
         b = b.transpose(0, 2, 1)
     elif attrs.get("patches"):

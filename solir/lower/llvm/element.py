@@ -103,11 +103,14 @@ class ElementEmitter:
                           [ptr.type, ir.IntType(32), mask.type, ty])
         return self.b.call(fn, [ptr, ir.Constant(ir.IntType(32), align), mask, passthru])
 
-    def masked_store(self, value: ir.Value, ptr: ir.Value, align: int, count: int) -> None:
-        """Store the first `count` lanes of `value` at `ptr`."""
+    def masked_store(self, value: ir.Value, ptr: ir.Value, align: int,
+                     count: int | ir.Value) -> None:
+        """Store the first `count` lanes of `value` at `ptr` (or, given an i1 vector, the lanes
+        it sets)."""
         t = value.type
         i1 = ir.IntType(1)
-        mask = ir.Constant(ir.VectorType(i1, t.count), [1] * count + [0] * (t.count - count))
+        mask = count if isinstance(count, ir.Value) else ir.Constant(
+            ir.VectorType(i1, t.count), [1] * count + [0] * (t.count - count))
         fn = self.declare(f"llvm.masked.store.{self._suffix(t)}.p0", ir.VoidType(),
                           [t, ptr.type, ir.IntType(32), mask.type])
         self.b.call(fn, [value, ptr, ir.Constant(ir.IntType(32), align), mask])

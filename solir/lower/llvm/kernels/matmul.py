@@ -87,9 +87,13 @@ class _MatmulEmitter:
         self.vty = ir.VectorType(self.ety, self.lanes) if self.lanes > 1 else self.ety
         # element strides: A(b, i, p), B(b, p, j)
         M, N, K = self.M, self.N, self.K
-        self.a_bs = 0 if self.a_packed or A.type.shape[0] == 1 else M * K
+        self.a_bs = 0 if A.type.shape[0] == 1 else M * K
+        if self.a_packed:                 # [packed] or [batch, packed] (one per batch element)
+            self.a_bs = A.type.shape[1] if A.type.rank == 2 and A.type.shape[0] > 1 else 0
         self.a_is, self.a_ps = (1, M) if self.ta else (K, 1)
-        self.b_bs = 0 if self.b_packed or B.type.shape[0] == 1 else K * N
+        self.b_bs = 0 if B.type.shape[0] == 1 else K * N
+        if self.b_packed:
+            self.b_bs = B.type.shape[1] if B.type.rank == 2 and B.type.shape[0] > 1 else 0
         if self.patches:                  # B is the image [batch, C, H, W]
             self.image = tuple(B.type.shape[1:])
             self.b_bs = 0 if B.type.shape[0] == 1 else int(np.prod(self.image))
@@ -476,7 +480,8 @@ class _MatmulEmitter:
                 kcur = self.smin(b, b.sub(const64(K), p0), const64(kc))
                 if self.b_packed:        # packed at compile time: the panels are right there
                     npad = -(-N // self.nr) * self.nr
-                    bpan = self.gep(b, bsrc, b.add(b.mul(p0, const64(npad)), b.mul(j0, kcur)))
+                    bpan = self.gep(b, bsrc, b.add(b_base, b.add(b.mul(p0, const64(npad)),
+                                                                 b.mul(j0, kcur))))
                 elif self.patches:
                     b.call(self.pack_patches_fn(), [self.gep(b, bsrc, b_base), bp, p0, kcur, j0, ncur])
                     bpan = bp
@@ -491,7 +496,8 @@ class _MatmulEmitter:
                     mcur = self.smin(b, b.sub(const64(M), i0), const64(mc))
                     if self.a_packed:
                         mpad = -(-M // self.mr) * self.mr
-                        apan = self.gep(b, asrc, b.add(b.mul(p0, const64(mpad)), b.mul(i0, kcur)))
+                        apan = self.gep(b, asrc, b.add(a_base, b.add(b.mul(p0, const64(mpad)),
+                                                                     b.mul(i0, kcur))))
                     else:
                         a_src = self.gep(b, asrc, b.add(a_base, b.add(b.mul(i0, const64(self.a_is)),
                                                                       b.mul(p0, const64(self.a_ps)))))
