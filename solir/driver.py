@@ -48,18 +48,21 @@ class Compilation:
 
     def lower(self, progress: Callable[[str], None] | None = None) -> Module:
         if self.kernel_module is None:
-            self.texts["tensor"] = print_module(self.module)
-            ctx = PassContext(self.target, self.options)
-
-            def record(name: str, m: Module) -> None:
-                self.texts[name] = print_module(m, elide=True)
-                if name == "select-algorithms":
-                    from solir.lower.algorithms import algorithms_table
-                    self.texts["algorithms"] = algorithms_table(m)
-                if progress is not None:
-                    progress(f"pass {name}")
-            self.kernel_module = run_pipeline(self.module, ctx, record=record)
+            self.kernel_module = self._run_pipeline(progress, print_stages=False)
         return self.kernel_module
+
+    def _run_pipeline(self, progress: Callable[[str], None] | None, print_stages: bool) -> Module:
+        """The pass pipeline; each stage's printed IR is kept only when asked for (printing
+        all of them is a sixth of a ResNet's compile time), the algorithm table always."""
+        def record(name: str, m: Module) -> None:
+            if print_stages:
+                self.texts[name] = print_module(m, elide=True)
+            if name == "select-algorithms":
+                from solir.lower.algorithms import algorithms_table
+                self.texts["algorithms"] = algorithms_table(m)
+            if progress is not None:
+                progress(f"pass {name}")
+        return run_pipeline(self.module, PassContext(self.target, self.options), record=record)
 
     def llvm(self) -> Any:
         if self._llvm is None:
@@ -80,6 +83,8 @@ class Compilation:
             return print_module(self.module)
         if stage in TENSOR_PIPELINE or stage == "algorithms":
             self.lower()
+            if stage not in self.texts:       # the pipeline again, printing every stage
+                self._run_pipeline(None, print_stages=True)
             return self.texts[stage]
         if stage == "loops":
             return render_loops(self.lower())

@@ -54,9 +54,28 @@ class _Emitter:
         self.L = lanes if lanes > 1 else 4          # vectors even where the target has none
         self.vty = ir.VectorType(self.ety, self.L)
 
-    def begin(self) -> tuple[ir.IRBuilder, ir.Function, list[ir.Value], ir.Value, ir.Value]:
+    def shared(self, geometry: tuple[int, ...]) -> tuple[ir.Function, bool]:
+        """The op's chunk function, a call to the one for its geometry (a ResNet stage has
+        three or four convs of one shape: one copy of the transform each). True if that one
+        still has to be emitted."""
+        tag = "f64" if self.size == 8 else "f32"
+        full = f"solir.{self.op.name.split('.')[1]}.{tag}x{self.L}.{'_'.join(map(str, geometry))}"
+        impl = self.llmod.globals.get(full)
+        fresh = impl is None
+        if fresh:
+            impl = ir.Function(self.llmod, CHUNK_FN_TYPE, full)
+            impl.linkage = "internal"
+            impl.attributes.add("noinline")
         fn = ir.Function(self.llmod, CHUNK_FN_TYPE, self.name)
         fn.linkage = "internal"
+        b = ir.IRBuilder(fn.append_basic_block("entry"))
+        b.call(impl, list(fn.args))
+        b.ret_void()
+        self.impl = impl
+        return fn, fresh
+
+    def begin(self) -> tuple[ir.IRBuilder, ir.Function, list[ir.Value], ir.Value, ir.Value]:
+        fn = self.impl
         bufs, begin, end = fn.args
         b = ir.IRBuilder(fn.append_basic_block("entry"))
         ptrs = [b.load(b.gep(bufs, [const64(k)], source_etype=PTR, inbounds=True), typ=PTR)
@@ -111,6 +130,9 @@ def emit_winograd_input(llmod: ir.Module, op: Op, target: Target, name: str) -> 
     qw = txv + L                                        # a phase row (tile q + 1 is read)
     cols = n_img * ty_n * tx_n                          # V's columns: (n, ty, tx)
     wide = ir.VectorType(w.ety, m * L)
+    chunk, fresh = w.shared((m, n_img, c_in, h, wd, ph, pw, ty_n, tx_n))
+    if not fresh:
+        return chunk
 
     b, fn, (x, v), begin, end = w.begin()
     e = ElementEmitter(llmod, b, L)
@@ -137,11 +159,11 @@ def emit_winograd_input(llmod: ir.Module, op: Op, target: Target, name: str) -> 
                                 b.icmp_signed("<", xs, ir.Constant(i64w, [wd] * (m * L))))
                 mask = b.and_(inside, ew.splat(row_ok))
                 # lanes outside the image are masked off: never read, whatever x0 is
-                chunk = ew.masked_load(wide, b.gep(row, [x0], source_etype=w.ety), w.size, mask,
+                span = ew.masked_load(wide, b.gep(row, [x0], source_etype=w.ety), w.size, mask,
                                        zero_wide)
                 base = b.mul(yy, const64(m * qw))
                 for r in range(m):
-                    vec = b.shuffle_vector(chunk, ir.Constant(wide, ir.Undefined), phase[r])
+                    vec = b.shuffle_vector(span, ir.Constant(wide, ir.Undefined), phase[r])
                     b.store(vec, w.gep(b, qbuf, b.add(base, b.add(const64(r * qw), q))),
                             align=w.size)
         with for_range(b, const64(0), const64(ty_n), 1, name="ty") as ty:
@@ -166,7 +188,7 @@ def emit_winograd_input(llmod: ir.Module, op: Op, target: Target, name: str) -> 
                                     b.add(col0, q))
                         e.masked_store(w.lincomb(b, e, BT[nu], es), w.gep(b, v, off), w.size, keep)
     b.ret_void()
-    return fn
+    return chunk
 
 
 def emit_winograd_output(llmod: ir.Module, op: Op, target: Target, name: str) -> ir.Function:
@@ -177,6 +199,9 @@ def emit_winograd_output(llmod: ir.Module, op: Op, target: Target, name: str) ->
     cols = n_img * ty_n * tx_n
     txv = -(-tx_n // L) * L
     wide = ir.VectorType(w.ety, m * L)
+    chunk, fresh = w.shared((m, n_img, k_out, oh, ow))
+    if not fresh:
+        return chunk
     # lane i of the interleaved row is y[b][tile] with (tile, b) = divmod(i, m); the m vectors
     # are first joined into one of m*L lanes (vector b at lanes b*L..)
     interleave = ir.Constant(ir.VectorType(I32, m * L), [(i % m) * L + i // m for i in range(m * L)])
@@ -213,7 +238,7 @@ def emit_winograd_output(llmod: ir.Module, op: Op, target: Target, name: str) ->
                         ptr = w.gep(b, out_plane, b.add(b.mul(oy, const64(ow)), x0))
                         e.masked_store(row, ptr, w.size, store_cols)
     b.ret_void()
-    return fn
+    return chunk
 
 
 __all__ = ["emit_winograd_input", "emit_winograd_output", "winograd_units"]
