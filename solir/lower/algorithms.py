@@ -5,6 +5,9 @@ changes what is computed, only how (tests/test_schedules.py checks every choice)
     tensor.conv         im2col    patches + the packed matmul microkernel (NCHW with unit
                                   column stride: the patches are gathered from the image
                                   while B panels are packed, never written whole)
+                        im2col_rows  NCHW convs the other way round, C^T = P W^T: output
+                                  positions are the product's rows (small images, where
+                                  they are too few for the register tile's wide columns)
                         winograd  F(4x4, 3x3): input transform, 36 matrix products with
                                   C-long reductions (the microkernel), output transform;
                                   3x3 stride-1 NCHW convs (solir/ir/ops/winograd.py)
@@ -65,6 +68,13 @@ def _always(op: Op) -> str | None:
     return None
 
 
+def _rows(op: Op) -> str | None:
+    why = _float_ungrouped(op)
+    if why is None and (op.attrs["out_spec"][1] != 1 or op.attrs["rhs_spec"][0] != 0):
+        return "needs output features before the spatial dims and the kernel's first (NCHW, OIHW)"
+    return why
+
+
 def _winograd(op: Op) -> str | None:
     from solir.ir.ops.contract import conv_params
     from solir.ir.ops.winograd import winograd_applies
@@ -76,6 +86,8 @@ def _winograd(op: Op) -> str | None:
 ALGORITHMS: dict[str, dict[str, Choice]] = {
     "conv": {
         "im2col": Choice("im2col", _float_ungrouped, "patches, then the packed matmul microkernel"),
+        "im2col_rows": Choice("im2col_rows", _rows, "patches as the product's rows, C^T = P W^T, "
+                              "then a transpose (small images)"),
         "winograd": Choice("winograd", _winograd, "Winograd F(4x4,3x3) around the microkernel"),
         "winograd2": Choice("winograd2", _winograd, "Winograd F(2x2,3x3) around the microkernel"),
         "loops": Choice("loops", _always, "one loop nest over outputs x (channel, window)"),
@@ -104,8 +116,9 @@ WEIGHT_ELEMENT = 16
 
 def conv_costs(op: Op, target: Target) -> dict[str, float]:
     """Effective multiply-adds of each fast conv algorithm that applies: the microkernel's
-    products with their columns padded to whole register tiles (a 7x7 image is 49 columns,
-    computed as 64), plus the Winograd transforms."""
+    products with their rows and columns padded to whole register tiles (a 7x7 image is 49
+    columns, computed as 64, or 49 rows, computed as 54), plus what the algorithm writes
+    besides (patch matrices, Winograd's transforms, a transpose) and the weights it reads."""
     from solir.ir.ops.contract import conv_params
     from solir.ir.ops.winograd import tiles_for
     from solir.lower.schedule import matmul_blocking
@@ -115,17 +128,25 @@ def conv_costs(op: Op, target: Target) -> dict[str, float]:
     size = out.dtype.itemsize
 
     def product(batch: int, m: int, n: int, k: int) -> float:
-        nr = matmul_blocking(target, size, m, n, k)["nr"]
-        return batch * m * (-(-n // nr) * nr) * k
+        tiles = matmul_blocking(target, size, m, n, k)
+        mr, nr = tiles["mr"], tiles["nr"]
+        return batch * (-(-m // mr) * mr) * (-(-n // nr) * nr) * k
 
     costs: dict[str, float] = {}
+    n_img, k_out = p["n"], p["o"]
+    cols = int(np.prod(out.shape)) // (n_img * k_out)            # output positions per image
+    reduction = rhs.type.size // k_out
+    weights = WEIGHT_ELEMENT * rhs.type.size
     if ALGORITHMS["conv"]["im2col"].applies(op) is None:
-        n_img, k_out = p["n"], p["o"]
-        cols = int(np.prod(out.shape)) // (n_img * k_out)
-        costs["im2col"] = (product(n_img, k_out, cols, int(np.prod(rhs.type.shape[1:])))
-                           + WEIGHT_ELEMENT * rhs.type.size)
+        gathered = (p["ns"] == 2 and p["strides"][1] == 1 and p["lhs_dilation"] == (1, 1)
+                    and _rows(op) is None)        # packing reads the image, else P is written
+        costs["im2col"] = (product(n_img, k_out, cols, reduction) + weights
+                           + (0 if gathered else TRANSFORM_ELEMENT * n_img * cols * reduction))
+    if _rows(op) is None:
+        costs["im2col_rows"] = (product(1, n_img * cols, k_out, reduction) + weights
+                                + TRANSFORM_ELEMENT * n_img * cols * (reduction + k_out))
     if _winograd(op) is None:
-        n_img, k_out, oh, ow = out.shape
+        _, _, oh, ow = out.shape
         c_in = rhs.type.shape[1]
         for name, m in (("winograd", 4), ("winograd2", 2)):
             ty, tx = tiles_for((oh, ow), m)
@@ -148,8 +169,8 @@ def _default(kind: str, op: Op, target: Target) -> tuple[str, str]:
     if kind == "conv":
         costs = conv_costs(op, target)
         best = min(costs, key=costs.__getitem__)
-        others = ", ".join(f"{k} {v / 1e6:.1f}" for k, v in costs.items() if k != best)
-        return best, (f"{costs[best] / 1e6:.1f} M effective multiply-adds"
+        others = ", ".join(f"{k} {v / 1e6:.3g}" for k, v in costs.items() if k != best)
+        return best, (f"{costs[best] / 1e6:.3g} M effective multiply-adds"
                       + (f" (against {others})" if others else ""))
     return fast, f"{n / 1e6:.2f} M multiply-adds"
 

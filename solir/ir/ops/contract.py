@@ -216,8 +216,8 @@ def _lower_conv(op: Op, b: Builder) -> list[Value]:
         weights = rhs.owner.attrs["value"] if getattr(rhs.owner, "name", "") == "tensor.constant" \
             else None  # type: ignore[union-attr]
         return [build_winograd_conv(op, b, WINOGRAD[algorithm], weights)]
-    if algorithm == "im2col":
-        im2col = _conv_as_matmul(op, b)
+    if algorithm in ("im2col", "im2col_rows"):
+        im2col = _conv_as_matmul(op, b, rows=algorithm == "im2col_rows")
         if im2col is not None:
             return [im2col]
     dims, its, lmap, rmap, p = _conv_generic_layout(lhs.type, rhs.type, op.attrs)
@@ -245,12 +245,15 @@ def conv_im2col_layout(op: Op) -> str | None:
     return None
 
 
-def _conv_as_matmul(op: Op, b: Builder) -> Value | None:
+def _conv_as_matmul(op: Op, b: Builder, rows: bool = False) -> Value | None:
     """im2col + the matmul microkernel, for ungrouped float convs whose output keeps its
     feature dim first (NCHW: C[n] = W[O,R] x P[n]^T) or last (NHWC: C[N*S, O] = P x W[R,O]).
     P[n, s..., r...] holds each output position's receptive field (zero outside the input),
     r in the kernel's memory order so W needs no copy; a 1x1 stride-1 conv uses its input as
-    P directly. Returns None when the conv does not fit (grouped, ints, odd layouts)."""
+    P directly. With `rows` an NCHW conv is computed the other way round, C^T = P W^T with
+    the output positions as the product's rows (a 7x7 image is 49 rows, padded to 54 by a
+    6-row register tile where it would be 64 as columns), then transposed back.
+    Returns None when the conv does not fit (grouped, ints, odd layouts)."""
     lhs, rhs = op.operands
     out = op.results[0].type
     p = conv_params(lhs.type, rhs.type, op.attrs)
@@ -273,7 +276,9 @@ def _conv_as_matmul(op: Op, b: Builder) -> Value | None:
     spatial_out = [p["out_shape"][osp[2 + k]] for k in range(ns)]
     pointwise = (all(w == 1 for w in p["window"]) and all(s == 1 for s in p["strides"])
                  and all(pp == (0, 0) for pp in p["padding"]) and all(d == 1 for d in p["lhs_dilation"]))
-    if pointwise and list(lsp) == list(osp):
+    if rows and feature_first and o_pos == 0:
+        patches = None                                 # built below, rows = positions
+    elif pointwise and list(lsp) == list(osp):
         patches, p_trans = lhs, not feature_first    # NCHW input is already [n, R=C, S]
     elif (feature_first and ns == 2 and list(lsp) == [0, 1, 2, 3] and list(rsp) == [0, 1, 2, 3]
           and all(d == 1 for d in p["lhs_dilation"]) and p["strides"][1] == 1):
@@ -284,10 +289,12 @@ def _conv_as_matmul(op: Op, b: Builder) -> Value | None:
         c = b.op("kernel.matmul", [wv, lhs], {"patches": tuple(int(v) for v in geometry)}).result
         return b.op("tensor.reshape", [c], {"shape": out.shape}, name_hint=op.results[0].name).result
     else:
+        patches = None
+    if patches is None:
         # P[n, s..., r...] (NHWC: rows of the product) or P[n, r..., s...] (NCHW: its columns,
         # so packing reads whole rows), r = (c, window) in the kernel's memory order
         r_sizes = [rhs.type.shape[d] for d in r_dims]
-        p_trans = not feature_first
+        p_trans = not feature_first or rows
         dims = [n] + (spatial_out + r_sizes if p_trans else r_sizes + spatial_out)
         s_at = 1 if p_trans else 1 + len(r_dims)     # generic dim of the first spatial
         r_at = 1 + ns if p_trans else 1
@@ -304,7 +311,15 @@ def _conv_as_matmul(op: Op, b: Builder) -> Value | None:
         [patches] = build_generic(b, dims, "p" * nd, [(lhs, AffineMap(nd, tuple(exprs)))],
                                   lambda inner, args: [args[0]], [lhs.type.dtype], pads=[0],
                                   name="im2col", loc=op.loc)
-    if feature_first:
+    if rows and feature_first and o_pos == 0:
+        pv = b("tensor.reshape", patches, shape=(1, n * S, R))
+        wv = b("tensor.reshape", rhs, shape=(1, o, R))
+        ct = b.op("kernel.matmul", [pv, wv], {"trans_b": True}).result      # [1, n*S, o]
+        sel = AffineMap(3, (AffineExpr.constant(3, 0), AffineExpr((S, 0, 1)),
+                            AffineExpr.dim(3, 1)))
+        [c] = build_generic(b, [n, o, S], "ppp", [(ct, sel)], lambda inner, args: [args[0]],
+                            [out.dtype], name="transpose", loc=op.loc)
+    elif feature_first:
         pv = b("tensor.reshape", patches, shape=(n, R, S) if not p_trans else (n, S, R))
         wv = b("tensor.reshape", rhs, shape=(1, o, R) if o_pos == 0 else (1, R, o))
         c = b.op("kernel.matmul", [wv, pv], {"trans_a": o_pos != 0, "trans_b": p_trans}).result
