@@ -226,8 +226,11 @@ def build_parser() -> argparse.ArgumentParser:
                                 "and vector processors")
     sub = p.add_subparsers(dest="command", required=True)
     shape_help = "fix a graph input's shape (symbolic dims), e.g. x=1x3x224x224; repeatable"
-    algo_help = ("force an algorithm: conv=loops (every conv), conv:3=im2col (the 4th), "
-                 "NODE=NAME (an ONNX node); see --stage algorithms; repeatable")
+    from solir.lower.algorithms import ALGORITHMS
+    algo_help = ("force an algorithm: conv=loops (every conv), conv:3=winograd (the 4th), "
+                 "NODE=NAME (an ONNX node); " + "; ".join(
+                     f"{kind}: {', '.join(names)}" for kind, names in ALGORITHMS.items())
+                 + "; see --stage algorithms; repeatable")
     s = sub.add_parser("show", help="print a model (.onnx or .sir) at a stage of the pipeline, "
                        "with a summary table")
     s.add_argument("file")
