@@ -53,7 +53,8 @@ class Compilation:
 
     def _run_pipeline(self, progress: Callable[[str], None] | None, print_stages: bool) -> Module:
         """The pass pipeline; each stage's printed IR is kept only when asked for (printing
-        all of them is a sixth of a ResNet's compile time), the algorithm table always."""
+        every stage of a ResNet costs a noticeable part of its compile), the algorithm table
+        always."""
         def record(name: str, m: Module) -> None:
             if print_stages:
                 self.texts[name] = print_module(m, elide=True)

@@ -119,7 +119,7 @@ def conv_costs(op: Op, target: Target) -> dict[str, float]:
     products with their rows and columns padded to whole register tiles (a 7x7 image is 49
     columns, computed as 64, or 49 rows, computed as 54), plus what the algorithm writes
     besides (patch matrices, Winograd's transforms, a transpose) and the weights it reads."""
-    from solir.ir.ops.contract import conv_params
+    from solir.ir.ops.contract import conv_params, patches_gathered
     from solir.ir.ops.winograd import tiles_for
     from solir.lower.schedule import matmul_blocking
     lhs, rhs = op.operands
@@ -138,10 +138,8 @@ def conv_costs(op: Op, target: Target) -> dict[str, float]:
     reduction = rhs.type.size // k_out
     weights = WEIGHT_ELEMENT * rhs.type.size
     if ALGORITHMS["conv"]["im2col"].applies(op) is None:
-        gathered = (p["ns"] == 2 and p["strides"][1] == 1 and p["lhs_dilation"] == (1, 1)
-                    and _rows(op) is None)        # packing reads the image, else P is written
-        costs["im2col"] = (product(n_img, k_out, cols, reduction) + weights
-                           + (0 if gathered else TRANSFORM_ELEMENT * n_img * cols * reduction))
+        written = 0 if patches_gathered(p) else TRANSFORM_ELEMENT * n_img * cols * reduction
+        costs["im2col"] = product(n_img, k_out, cols, reduction) + weights + written
     if _rows(op) is None:
         costs["im2col_rows"] = (product(1, n_img * cols, k_out, reduction) + weights
                                 + TRANSFORM_ELEMENT * n_img * cols * (reduction + k_out))
@@ -161,7 +159,7 @@ def _default(kind: str, op: Op, target: Target) -> tuple[str, str]:
     """The cost model: (choice, why)."""
     fast = "im2col" if kind == "conv" else "matmul"
     why_not = ALGORITHMS[kind][fast].applies(op)
-    if why_not is not None and (kind != "conv" or _winograd(op) is not None):
+    if why_not is not None:          # (Winograd needs what im2col needs, and more)
         return "loops", f"{fast} does not apply: {why_not}"
     n = macs(op)
     if n < 4096:

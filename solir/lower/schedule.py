@@ -191,10 +191,9 @@ def _schedule_matmul(op: Op, ctx: PassContext) -> list[Op]:
 
 def _schedule_planes(op: Op, ctx: PassContext) -> None:
     """Kernels whose units are image planes (Winograd's transforms): threads take planes."""
-    planes = int(np.prod(op.results[0].type.shape[:2] if op.name.endswith("output")
-                         else op.operands[0].type.shape[:2]))
+    from solir.ir.ops.winograd import planes
     work = op.results[0].type.size
-    if ctx.options.parallel and planes > 1 and work >= ctx.options.parallel_min_work:
+    if ctx.options.parallel and planes(op) > 1 and work >= ctx.options.parallel_min_work:
         op.attrs["parallel"] = 0
     else:
         op.attrs.pop("parallel", None)

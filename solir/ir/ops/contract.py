@@ -245,6 +245,15 @@ def conv_im2col_layout(op: Op) -> str | None:
     return None
 
 
+def patches_gathered(p: dict[str, Any]) -> bool:
+    """NCHW image, OIHW kernel and output, unit column stride: kernel.matmul's B packing
+    gathers the patches from the image (`patches`), so no patch matrix is written."""
+    nchw = [0, 1, 2, 3]
+    return (p["ns"] == 2 and list(p["lhs_spec"]) == nchw and list(p["rhs_spec"]) == nchw
+            and list(p["out_spec"]) == nchw and p["lhs_dilation"] == (1, 1)
+            and p["strides"][1] == 1)
+
+
 def _conv_as_matmul(op: Op, b: Builder, rows: bool = False) -> Value | None:
     """im2col + the matmul microkernel, for ungrouped float convs whose output keeps its
     feature dim first (NCHW: C[n] = W[O,R] x P[n]^T) or last (NHWC: C[N*S, O] = P x W[R,O]).
@@ -276,20 +285,17 @@ def _conv_as_matmul(op: Op, b: Builder, rows: bool = False) -> Value | None:
     spatial_out = [p["out_shape"][osp[2 + k]] for k in range(ns)]
     pointwise = (all(w == 1 for w in p["window"]) and all(s == 1 for s in p["strides"])
                  and all(pp == (0, 0) for pp in p["padding"]) and all(d == 1 for d in p["lhs_dilation"]))
-    if rows and feature_first and o_pos == 0:
-        patches = None                                 # built below, rows = positions
-    elif pointwise and list(lsp) == list(osp):
+    rows = rows and feature_first and o_pos == 0          # C^T = P W^T (NCHW, OIHW)
+    patches = None                                       # (written below unless read as is)
+    if not rows and pointwise and list(lsp) == list(osp):
         patches, p_trans = lhs, not feature_first    # NCHW input is already [n, R=C, S]
-    elif (feature_first and ns == 2 and list(lsp) == [0, 1, 2, 3] and list(rsp) == [0, 1, 2, 3]
-          and all(d == 1 for d in p["lhs_dilation"]) and p["strides"][1] == 1):
+    elif not rows and patches_gathered(p):
         # NCHW image, OIHW kernel: the microkernel's B packing gathers the patches itself
         geometry = (*p["window"], *p["strides"], p["padding"][0][0], p["padding"][1][0],
                     *p["rhs_dilation"], *spatial_out)
         wv = b("tensor.reshape", rhs, shape=(1, o, R))
         c = b.op("kernel.matmul", [wv, lhs], {"patches": tuple(int(v) for v in geometry)}).result
         return b.op("tensor.reshape", [c], {"shape": out.shape}, name_hint=op.results[0].name).result
-    else:
-        patches = None
     if patches is None:
         # P[n, s..., r...] (NHWC: rows of the product) or P[n, r..., s...] (NCHW: its columns,
         # so packing reads whole rows), r = (c, window) in the kernel's memory order
@@ -311,7 +317,7 @@ def _conv_as_matmul(op: Op, b: Builder, rows: bool = False) -> Value | None:
         [patches] = build_generic(b, dims, "p" * nd, [(lhs, AffineMap(nd, tuple(exprs)))],
                                   lambda inner, args: [args[0]], [lhs.type.dtype], pads=[0],
                                   name="im2col", loc=op.loc)
-    if rows and feature_first and o_pos == 0:
+    if rows:
         pv = b("tensor.reshape", patches, shape=(1, n * S, R))
         wv = b("tensor.reshape", rhs, shape=(1, o, R))
         ct = b.op("kernel.matmul", [pv, wv], {"trans_b": True}).result      # [1, n*S, o]

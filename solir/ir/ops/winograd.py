@@ -50,6 +50,12 @@ def tiles_for(out_hw: tuple[int, int], m: int) -> tuple[int, int]:
     return -(-out_hw[0] // m), -(-out_hw[1] // m)
 
 
+def planes(op: Op) -> int:
+    """A transform's units of work, its image planes: N*C for the input, N*K for the output."""
+    n, c = (op.operands[0] if op.name == "kernel.winograd_input" else op.results[0]).type.shape[:2]
+    return n * c
+
+
 # ---- numpy references ------------------------------------------------------------------------
 
 def transform_weights(g: np.ndarray, m: int) -> np.ndarray:

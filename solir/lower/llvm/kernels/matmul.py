@@ -25,6 +25,7 @@ import llvmlite.ir as ir
 import numpy as np
 
 from solir.ir.core import Op
+from solir.ir.types import TensorType
 from solir.lower.llvm.element import ElementEmitter, scalar_type
 from solir.lower.llvm.kernels.generic import CHUNK_FN_TYPE, PTR
 from solir.lower.llvm.loops import I64, carried_loop, const64, for_range
@@ -32,6 +33,12 @@ from solir.targets import Target
 
 I1 = ir.IntType(1)
 SCRATCH = "solir_scratch"
+
+
+def scratch(llmod: ir.Module, b: ir.IRBuilder, nbytes: int) -> ir.Value:
+    """The calling thread's scratch memory from the runtime (solir_scratch), `nbytes` long."""
+    fn = llmod.globals.get(SCRATCH) or ir.Function(llmod, ir.FunctionType(PTR, [I64]), SCRATCH)
+    return b.call(fn, [const64(nbytes)], name="scratch")
 
 
 def transpose(b: ir.IRBuilder, rows: list[ir.Value]) -> list[ir.Value]:
@@ -87,13 +94,14 @@ class _MatmulEmitter:
         self.vty = ir.VectorType(self.ety, self.lanes) if self.lanes > 1 else self.ety
         # element strides: A(b, i, p), B(b, p, j)
         M, N, K = self.M, self.N, self.K
-        self.a_bs = 0 if A.type.shape[0] == 1 else M * K
-        if self.a_packed:                 # [packed] or [batch, packed] (one per batch element)
-            self.a_bs = A.type.shape[1] if A.type.rank == 2 and A.type.shape[0] > 1 else 0
+        def batch_stride(t: TensorType, packed: bool, size: int) -> int:
+            """0 for an operand shared by the batch; packed ones are [packed] or [batch, packed]."""
+            if packed:
+                return t.shape[1] if t.rank == 2 and t.shape[0] > 1 else 0
+            return 0 if t.shape[0] == 1 else size
+        self.a_bs = batch_stride(A.type, self.a_packed, M * K)
         self.a_is, self.a_ps = (1, M) if self.ta else (K, 1)
-        self.b_bs = 0 if B.type.shape[0] == 1 else K * N
-        if self.b_packed:
-            self.b_bs = B.type.shape[1] if B.type.rank == 2 and B.type.shape[0] > 1 else 0
+        self.b_bs = batch_stride(B.type, self.b_packed, K * N)
         if self.patches:                  # B is the image [batch, C, H, W]
             self.image = tuple(B.type.shape[1:])
             self.b_bs = 0 if B.type.shape[0] == 1 else int(np.prod(self.image))
@@ -456,12 +464,9 @@ class _MatmulEmitter:
         ptrs = [b.load(b.gep(bufs, [const64(k)], source_etype=PTR, inbounds=True), typ=PTR)
                 for k in range(3)]
         asrc, bsrc, c = ptrs
-        scratch_fn = self.llmod.globals.get(SCRATCH) or ir.Function(
-            self.llmod, ir.FunctionType(PTR, [I64]), SCRATCH)
-        scratch = b.call(scratch_fn, [const64(self.scratch_elems() * self.size)], name="scratch")
-        bp = scratch
-        apk = self.gep(b, scratch, const64(self.kc * self.ncp))
-        ctile = self.gep(b, scratch, const64(self.kc * self.ncp + self.mcp * self.kc))
+        bp = scratch(self.llmod, b, self.scratch_elems() * self.size)
+        apk = self.gep(b, bp, const64(self.kc * self.ncp))
+        ctile = self.gep(b, bp, const64(self.kc * self.ncp + self.mcp * self.kc))
         M, N, K, mc, nc, kc = self.M, self.N, self.K, self.mc, self.nc, self.kc
         mb, nb = -(-M // mc), -(-N // nc)
         ng = -(-mb // self.mg)                    # row groups

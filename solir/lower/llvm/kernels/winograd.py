@@ -22,23 +22,14 @@ from typing import Sequence
 import llvmlite.ir as ir
 
 from solir.ir.core import Op
-from solir.ir.ops.winograd import MATRICES, tiles_for
+from solir.ir.ops.winograd import MATRICES, planes as winograd_units, tiles_for
 from solir.lower.llvm.element import ElementEmitter, scalar_type
 from solir.lower.llvm.kernels.generic import CHUNK_FN_TYPE, PTR
-from solir.lower.llvm.kernels.matmul import SCRATCH
+from solir.lower.llvm.kernels.matmul import scratch
 from solir.lower.llvm.loops import I64, const64, for_range
 from solir.targets import Target
 
 I32 = ir.IntType(32)
-
-
-def winograd_units(op: Op) -> int:
-    """One unit per image plane: N*C for the input transform, N*K for the output one."""
-    if op.name == "kernel.winograd_input":
-        n, c = op.operands[0].type.shape[:2]
-    else:
-        n, c = op.results[0].type.shape[:2]
-    return n * c
 
 
 class _Emitter:
@@ -54,10 +45,10 @@ class _Emitter:
         self.L = lanes if lanes > 1 else 4          # vectors even where the target has none
         self.vty = ir.VectorType(self.ety, self.L)
 
-    def shared(self, geometry: tuple[int, ...]) -> tuple[ir.Function, bool]:
+    def shared(self, geometry: tuple[int, ...]) -> tuple[ir.Function, ir.Function | None]:
         """The op's chunk function, a call to the one for its geometry (a ResNet stage has
-        three or four convs of one shape: one copy of the transform each). True if that one
-        still has to be emitted."""
+        three or four convs of one shape: one copy of the transform each), and that one if
+        it still has to be emitted (else None)."""
         tag = "f64" if self.size == 8 else "f32"
         full = f"solir.{self.op.name.split('.')[1]}.{tag}x{self.L}.{'_'.join(map(str, geometry))}"
         impl = self.llmod.globals.get(full)
@@ -71,16 +62,14 @@ class _Emitter:
         b = ir.IRBuilder(fn.append_basic_block("entry"))
         b.call(impl, list(fn.args))
         b.ret_void()
-        self.impl = impl
-        return fn, fresh
+        return fn, impl if fresh else None
 
-    def begin(self) -> tuple[ir.IRBuilder, ir.Function, list[ir.Value], ir.Value, ir.Value]:
-        fn = self.impl
+    def begin(self, fn: ir.Function) -> tuple[ir.IRBuilder, list[ir.Value], ir.Value, ir.Value]:
         bufs, begin, end = fn.args
         b = ir.IRBuilder(fn.append_basic_block("entry"))
         ptrs = [b.load(b.gep(bufs, [const64(k)], source_etype=PTR, inbounds=True), typ=PTR)
                 for k in range(2)]
-        return b, fn, ptrs, begin, end
+        return b, ptrs, begin, end
 
     def gep(self, b: ir.IRBuilder, ptr: ir.Value, off: ir.Value | int) -> ir.Value:
         return b.gep(ptr, [const64(off) if isinstance(off, int) else off],
@@ -130,16 +119,15 @@ def emit_winograd_input(llmod: ir.Module, op: Op, target: Target, name: str) -> 
     qw = txv + L                                        # a phase row (tile q + 1 is read)
     cols = n_img * ty_n * tx_n                          # V's columns: (n, ty, tx)
     wide = ir.VectorType(w.ety, m * L)
-    chunk, fresh = w.shared((m, n_img, c_in, h, wd, ph, pw, ty_n, tx_n))
-    if not fresh:
+    chunk, impl = w.shared((m, n_img, c_in, h, wd, ph, pw, ty_n, tx_n))
+    if impl is None:
         return chunk
 
-    b, fn, (x, v), begin, end = w.begin()
+    b, (x, v), begin, end = w.begin(impl)
     e = ElementEmitter(llmod, b, L)
-    scratch_fn = llmod.globals.get(SCRATCH) or ir.Function(llmod, ir.FunctionType(PTR, [I64]), SCRATCH)
     q_elems = hp * m * qw
-    scratch = b.call(scratch_fn, [const64((q_elems + t * m * qw) * w.size)], name="scratch")
-    qbuf, tbuf = scratch, w.gep(b, scratch, q_elems)
+    qbuf = scratch(llmod, b, (q_elems + t * m * qw) * w.size)
+    tbuf = w.gep(b, qbuf, q_elems)
     zero_wide = ir.Constant(wide, [0.0] * (m * L))
     phase = [ir.Constant(ir.VectorType(I32, L), [r + m * i for i in range(L)]) for r in range(m)]
     with for_range(b, begin, end, 1, name="plane") as u:
@@ -199,8 +187,8 @@ def emit_winograd_output(llmod: ir.Module, op: Op, target: Target, name: str) ->
     cols = n_img * ty_n * tx_n
     txv = -(-tx_n // L) * L
     wide = ir.VectorType(w.ety, m * L)
-    chunk, fresh = w.shared((m, n_img, k_out, oh, ow))
-    if not fresh:
+    chunk, impl = w.shared((m, n_img, k_out, oh, ow))
+    if impl is None:
         return chunk
     # lane i of the interleaved row is y[b][tile] with (tile, b) = divmod(i, m); the m vectors
     # are first joined into one of m*L lanes (vector b at lanes b*L..)
@@ -213,7 +201,7 @@ def emit_winograd_output(llmod: ir.Module, op: Op, target: Target, name: str) ->
             vs = [b.shuffle_vector(vs[i], vs[i + 1], both) for i in range(0, len(vs), 2)]
         return vs[0]
 
-    b, fn, (mm, y), begin, end = w.begin()
+    b, (mm, y), begin, end = w.begin(impl)
     e = ElementEmitter(llmod, b, L)
     zero = w.splat(0.0)
     with for_range(b, begin, end, 1, name="plane") as u:
