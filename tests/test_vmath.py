@@ -74,3 +74,16 @@ def test_f64_keeps_libm_precision():
     x = np.linspace(-30, 30, 1001)
     (got,) = sonnx.prepare(oh.make_model(g, opset_imports=[oh.make_opsetid("", 17)])).run([x])
     np.testing.assert_allclose(got, np.tanh(x), rtol=1e-15, atol=0)
+
+
+def test_exp_scaling_gives_the_same_bits_on_every_target():
+    """exp's 2^n is one ldexp where the target has it as an instruction (AVX-512 vscalef),
+    else two exact multiplications: both round once, so the bits agree."""
+    from solir.targets import TARGETS
+    runnable = [t for t in ("avx2", "avx512") if not TARGETS[t].missing_features()]
+    if len(runnable) < 2:
+        pytest.skip("needs a CPU that runs both avx2 and avx512 code")
+    assert TARGETS["avx512"].vector_ldexp and not TARGETS["avx2"].vector_ldexp
+    x = all_floats(1 << 16)
+    a, b = (np.asarray(solir.jit(jnp.exp, target=t)(x)) for t in runnable)
+    np.testing.assert_array_equal(a.view(np.int32), b.view(np.int32))

@@ -27,6 +27,7 @@ class Target:
     llvm_options: tuple[str, ...] = ()  # LLVM command-line options (backend workarounds)
     description: str = ""
     arch: str = field(default="x86_64")
+    vector_ldexp: bool = False         # llvm.ldexp on vectors is one instruction (vscalef, fscale)
 
     def lanes(self, itemsize: int) -> int:
         return max(1, self.vector_bits // (8 * itemsize))
@@ -53,12 +54,12 @@ TARGETS: dict[str, Target] = {t.name: t for t in [
            512, 32, l2_kib=1024,
            # LLVM splits 512-bit vectors on Intel unless the function asks for them.
            fn_attrs=(("prefer-vector-width", "512"), ("min-legal-vector-width", "512")),
-           requires=("avx512f", "avx512bw", "avx512dq", "avx512vl", "fma"),
+           requires=("avx512f", "avx512bw", "avx512dq", "avx512vl", "fma"), vector_ldexp=True,
            description="x86-64 with AVX-512 (Skylake-SP, Ice Lake, Zen 4/5), zmm vectors"),
     Target("neon", _A64, "generic", "+neon", 128, 32, arch="aarch64", requires=("asimd",),
            description="AArch64 Advanced SIMD (128-bit)"),
     Target("sve", _A64, "generic", "+sve,+neon", 256, 32, arch="aarch64", requires=("sve",),
-           fn_attrs=(("vscale_range", "2,2"),),
+           fn_attrs=(("vscale_range", "2,2"),), vector_ldexp=True,
            description="AArch64 SVE with 256-bit vectors (Neoverse V1, Graviton3)"),
     Target("rvv", "riscv64-unknown-linux-gnu", "generic-rv64", "+m,+a,+f,+d,+c,+v,+zvl128b",
            128, 32, arch="riscv64", requires=("v",),

@@ -42,6 +42,8 @@ class ElementEmitter:
         self.module = module
         self.b = builder
         self.lanes = lanes
+        # the target scales by 2^n in one instruction (set on the module by emit())
+        self.vector_ldexp = bool(getattr(module, "vector_ldexp", False))
 
     # -- types and constants ---------------------------------------------------------------
     def ty(self, dtype: DType) -> ir.Type:
@@ -114,6 +116,12 @@ class ElementEmitter:
         fn = self.declare(f"llvm.masked.store.{self._suffix(t)}.p0", ir.VoidType(),
                           [t, ptr.type, ir.IntType(32), mask.type])
         self.b.call(fn, [value, ptr, ir.Constant(ir.IntType(32), align), mask])
+
+    def prefetch(self, ptr: ir.Value, write: bool = False) -> None:
+        """A hint to bring the cache line at `ptr` into L1 (for writing, if `write`)."""
+        i32 = ir.IntType(32)
+        fn = self.declare("llvm.prefetch.p0", ir.VoidType(), [ptr.type, i32, i32, i32])
+        self.b.call(fn, [ptr, ir.Constant(i32, int(write)), ir.Constant(i32, 3), ir.Constant(i32, 1)])
 
     def libm(self, name: str, args: Sequence[ir.Value]) -> ir.Value:
         """A libm function (`tanhf` for f32, `tanh` for f64), applied lane by lane."""

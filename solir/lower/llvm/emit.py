@@ -32,6 +32,7 @@ def emit(module: Module, target: Target, blob_dir: Path | None = None) -> ir.Mod
     _constant_global), which must exist until the object is emitted."""
     llmod = ir.Module(name="solir")
     llmod.triple = target.triple
+    llmod.vector_ldexp = target.vector_ldexp      # read by ElementEmitter (vmath's exp)
     for f in module.funcs:
         _emit_func(llmod, f, target, blob_dir)
     return llmod

@@ -3,6 +3,7 @@ vector lane computes exactly what a scalar does and loops stay vectorized.
 
     exp   Cody-Waite reduction x = n ln2 + r, a degree-6 polynomial on |r| <= ln2/2 (Cephes),
           2^n applied as two exact scalings so results down into the subnormals round once
+          (or one ldexp where the target has it as an instruction: the same bits)
     tanh  an odd polynomial for |x| < 0.625 (Cephes), 1 - 2 / (exp(2|x|) + 1) above it
     erf   the odd/even rational approximation XLA and Eigen use on [-4, 4] (+-1 beyond);
           x * 2/sqrt(pi) for |x| < 2^-60, where the rational form would lose subnormal bits
@@ -85,6 +86,11 @@ def exp(e: "ElementEmitter", x: ir.Value) -> ir.Value:
                        1.6666665459e-1, 5.0000001201e-1])
     p = _fma(e, b.fmul(p, r), r, b.fadd(r, _c(e, 1.0)))    # 1 + r + r^2 p(r)
     ni = b.fptosi(n, _i32(e))
+    if e.vector_ldexp:          # one rounding either way: the same bits
+        it = ni.type
+        suffix = f"v{e.lanes}f32.v{e.lanes}i32" if e.lanes > 1 else "f32.i32"
+        fn = e.declare(f"llvm.ldexp.{suffix}", p.type, [p.type, it])
+        return _keep_nan(e, x, b.call(fn, [p, ni]))
     n1 = b.ashr(ni, _i(e, 1))
     n2 = b.sub(ni, n1)
     y = b.fmul(b.fmul(p, _pow2(e, n1)), _pow2(e, n2))

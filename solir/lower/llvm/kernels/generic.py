@@ -78,6 +78,8 @@ class _GenericEmitter:
         self.acc: dict[int, Any] = {}
         self.extra_acc: list[dict[str, Any]] = []
         self.acc_slot = 0
+        # operand (or len(operands), the result) -> elements ahead to prefetch in vector loops
+        self.prefetch: dict[int, int] = {}
 
     # -- structure -----------------------------------------------------------------------------
     def emit(self) -> ir.Function:
@@ -363,6 +365,7 @@ class _GenericEmitter:
         if lanes == 1 or step == 0:
             return e.splat(self.to_compute(b.load(addr, typ=st, align=dt.itemsize), dt, 1, _llname(name)))
         if step == 1:
+            self._prefetch(e, k, off)
             raw = b.load(addr, typ=ir.VectorType(st, lanes), align=dt.itemsize)
             return self.to_compute(raw, dt, lanes, _llname(name))
         out = ir.Constant(ir.VectorType(scalar_type(dt), lanes), ir.Undefined)
@@ -371,6 +374,13 @@ class _GenericEmitter:
             x = self.to_compute(b.load(p, typ=st, align=dt.itemsize), dt, 1, "")
             out = b.insert_element(out, x, ir.Constant(ir.IntType(32), lane))
         return out
+
+    def _prefetch(self, e: ElementEmitter, k: int, off: ir.Value) -> None:
+        ahead = self.prefetch.get(k)
+        if ahead:
+            dt = (list(self.op.operands) + [self.out])[k].type.dtype
+            e.prefetch(self.b.gep(self.ptrs[k], [self.b.add(off, const64(ahead))],
+                                  source_etype=storage_type(dt)), write=k == len(self.op.operands))
 
     def read(self, e: ElementEmitter, bop: Op, idx: list[ir.Value], lanes: int) -> ir.Value:
         """kernel.read: indices computed in the body, clamped (or checked, for mode 'fill')."""
@@ -441,6 +451,8 @@ class _GenericEmitter:
             stride *= self.dims[d]
         off = self._offset(coeffs, 0)
         st = storage_type(dt)
+        if lanes > 1 and (self.vdim is None or coeffs[self.vdim] == 1):
+            self._prefetch(ElementEmitter(self.llmod, b, lanes), len(self.op.operands), off)
         addr = b.gep(self.ptrs[-1], [off], source_etype=st, inbounds=self.inbounds)
         b.store(self.to_storage(x, dt, lanes), addr, align=dt.itemsize)
 

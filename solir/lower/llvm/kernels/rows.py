@@ -15,7 +15,7 @@ import llvmlite.ir as ir
 
 from solir.ir.core import Op, Value
 from solir.lower.llvm.kernels.generic import CHUNK_FN_TYPE, PTR, _GenericEmitter
-from solir.lower.llvm.loops import I64, const64, for_range
+from solir.lower.llvm.loops import const64, for_range
 from solir.targets import Target
 
 I8 = ir.IntType(8)
@@ -61,10 +61,14 @@ def emit_row_group(llmod: ir.Module, members: list[Op], target: Target, name: st
     with for_range(b, begin, end, 1, name="r") as r:
         row_ptrs = dict(ptrs)
         for v, (buf, row_bytes) in local.items():
-            shifted = b.sub(b.ptrtoint(buf, I64), b.mul(r, const64(row_bytes)))
-            row_ptrs[v] = b.inttoptr(shifted, PTR)
-        for m in members:
+            # a GEP (not inttoptr) keeps the base's provenance: LLVM then knows row
+            # buffers alias nothing else and hoists their loads out of the inner loops
+            row_ptrs[v] = b.gep(buf, [b.mul(r, const64(-row_bytes))], source_etype=I8)
+            row_ptrs[v].type = PTR      # llvmlite types an alloca i8*; the emitter's are `ptr`
+        ahead = _next_row_prefetches(members, target)
+        for i, m in enumerate(members):
             em = _GenericEmitter(llmod, m, target, name, fn=fn, builder=b)
+            em.prefetch = ahead.get(i, {})
             em.emit_row([row_ptrs[v] for v in list(m.operands) + [m.result]], r)
     b.ret_void()
     return fn
@@ -73,3 +77,28 @@ def emit_row_group(llmod: ir.Module, members: list[Op], target: Target, name: st
 def group_rows_count(members: list[Op]) -> int:
     return int(members[0].attrs["dims"][0])
 
+
+
+def _next_row_prefetches(members: list[Op], target: Target) -> dict[int, dict[int, int]]:
+    """member -> {operand (or the result, as len(operands)): elements ahead}: the next row of
+    each large buffer outside the group, prefetched by the first member reading it (and the
+    last writing it). Between one row's first read and the next, the members compute from
+    L1 and nothing else would keep the memory system busy: without this, each row's first
+    pass waits for DRAM."""
+    big = target.l2_kib * 1024
+    local = {m.result for m in members if m.attrs.get("row_local")}
+    made = {m.result for m in members}
+    plan: dict[int, dict[int, int]] = {}
+    seen: set[Value] = set()
+    for i, m in enumerate(members):
+        for k, v in enumerate(m.operands):
+            if v in seen or v in made or v.type.nbytes < big or not v.type.shape:
+                continue
+            seen.add(v)
+            plan.setdefault(i, {})[k] = v.type.size // v.type.shape[0]
+    for i in reversed(range(len(members))):
+        out = members[i].result
+        if out not in local and out.type.nbytes >= big and out.type.shape:
+            plan.setdefault(i, {})[len(members[i].operands)] = out.type.size // out.type.shape[0]
+            break
+    return plan
