@@ -255,13 +255,26 @@ def choose_vector_dim(op: Op, ctx: PassContext) -> tuple[int, int] | None:
     return None if best is None else (best[1], lanes)
 
 
+MAX_PADDED_STRIDE = 4     # a padded read with lanes this far apart is one masked load + shuffle
+
+
+def padded_vector_read(m: AffineMap, d: int) -> bool:
+    """A bounds-checked read that varies along the vector dim `d` only in its last index, by a
+    small positive step: one masked load of the window the lanes span, then a shuffle
+    (lanes out of bounds read the pad value)."""
+    if m.divides:
+        return False
+    *rest, last = m.exprs
+    return all(e.coeffs[d] == 0 for e in rest) and 0 < last.coeffs[d] <= MAX_PADDED_STRIDE
+
+
 def _vectorizable_along(op: Op, d: int) -> bool:
     pads = op.attrs.get("pads") or (None,) * len(op.operands)
     for m, pad in zip(op.attrs["maps"], pads):
         if m is None or (pad is None and not m.divides):
             continue
-        if any(e.coeffs[d] for e in m.exprs):
-            return False        # bounds-checked reads along the vector axis stay scalar for now
+        if any(e.coeffs[d] for e in m.exprs) and not (pad is not None and padded_vector_read(m, d)):
+            return False        # dividing (dilated) reads along the vector axis stay scalar
     return True
 
 

@@ -339,7 +339,9 @@ class _GenericEmitter:
             off = self._offset(coeffs, const)
             step = coeffs[self.vdim] if lanes > 1 else 0
             return self.load(e, k, dt, off, lanes, step, name)
-        # bounds-checked (padding) or dividing (dilation) access; never varies along the lanes
+        if lanes > 1 and any(e_.coeffs[self.vdim] for e_ in m.exprs):
+            return self.load_padded_vector(e, k, lanes, name)
+        # bounds-checked (padding) or dividing (dilation) access, the same for every lane
         b = self.b
         valid: ir.Value = ir.Constant(ir.IntType(1), 1)
         flat: ir.Value = const64(0)
@@ -356,6 +358,48 @@ class _GenericEmitter:
         x = self.load(e1, k, dt, flat, 1, 0, name)
         padv = e1.const(dt, pad if pad is not None else 0)
         return e.splat(b.select(valid, x, padv))
+
+    def load_padded_vector(self, e: ElementEmitter, k: int, lanes: int, name: str) -> ir.Value:
+        """A padded read whose last index steps by c along the lanes (schedule.padded_vector_read):
+        one masked load of the c * lanes elements from lane 0's position, every c-th kept.
+        Lanes outside the tensor (or all of them, when an outer index is) are masked off, so
+        they never touch memory and read the pad value."""
+        b = self.b
+        v, m, pad = self.op.operands[k], self.maps[k], self.pads[k]
+        dt = v.type.dtype
+        *rest, last = m.exprs
+        row_ok: ir.Value = ir.Constant(ir.IntType(1), 1)
+        flat: ir.Value = const64(0)
+        for size, expr in zip(v.type.shape[:-1], rest):
+            idx = self._offset(list(expr.coeffs), expr.const)
+            inside = b.and_(b.icmp_signed(">=", idx, const64(0)), b.icmp_signed("<", idx, const64(size)))
+            row_ok = b.and_(row_ok, inside)
+            flat = b.add(b.mul(flat, const64(size)), b.select(inside, idx, const64(0)))
+        width, c = v.type.shape[-1], last.coeffs[self.vdim]
+        x0 = self._offset(list(last.coeffs), last.const)           # lane 0's last index
+        span = c * lanes
+        i64v = ir.VectorType(I64, span)
+        pos = b.add(ElementEmitter(self.llmod, b, span).splat(x0),
+                    ir.Constant(i64v, list(range(span))))
+        used = ir.Constant(ir.VectorType(ir.IntType(1), span), [j % c == 0 for j in range(span)])
+        mask = b.and_(b.and_(used, b.icmp_signed(">=", pos, ir.Constant(i64v, [0] * span))),
+                      b.icmp_signed("<", pos, ir.Constant(i64v, [width] * span)))
+        mask = b.and_(mask, ElementEmitter(self.llmod, b, span).splat(row_ok))
+        st = storage_type(dt)
+        addr = b.gep(self.ptrs[k], [b.add(b.mul(flat, const64(width)), x0)], source_etype=st)
+        wide = ElementEmitter(self.llmod, b, span)
+        raw = wide.masked_load(ir.VectorType(st, span), addr, dt.itemsize, mask,
+                               wide.const(dt, pad if pad is not None else 0)
+                               if st == scalar_type(dt) else ir.Constant(ir.VectorType(st, span), None))
+        if c > 1:
+            raw = b.shuffle_vector(raw, raw, ir.Constant(ir.VectorType(ir.IntType(32), lanes),
+                                                         [j * c for j in range(lanes)]))
+        x = self.to_compute(raw, dt, lanes, _llname(name))
+        if st != scalar_type(dt):        # f16/bf16/i1 storage: the pad is applied computed
+            lane_ok = b.shuffle_vector(mask, mask, ir.Constant(ir.VectorType(ir.IntType(32), lanes),
+                                                               [j * c for j in range(lanes)]))
+            x = b.select(lane_ok, x, e.const(dt, pad if pad is not None else 0))
+        return x
 
     def load(self, e: ElementEmitter, k: int, dt: DType, off: ir.Value, lanes: int, step: int,
              name: str) -> ir.Value:
