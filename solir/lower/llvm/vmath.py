@@ -77,8 +77,15 @@ def x_type(e: "ElementEmitter") -> ir.Type:
 
 
 def exp(e: "ElementEmitter", x: ir.Value) -> ir.Value:
+    return _keep_nan(e, x, _exp(e, x))
+
+
+def _exp(e: "ElementEmitter", x: ir.Value, nonnegative: bool = False) -> ir.Value:
+    """exp without its NaN rule (callers that apply their own skip it); `nonnegative` when
+    x >= 0 or NaN is known, so only the overflow side needs clamping."""
     b = e.b
-    xc = e.intrinsic("minnum", [e.intrinsic("maxnum", [x, _c(e, -104.0)]), _c(e, 89.0)])
+    xc = x if nonnegative else e.intrinsic("maxnum", [x, _c(e, -104.0)])
+    xc = e.intrinsic("minnum", [xc, _c(e, 89.0)])
     n = e.intrinsic("rint", [b.fmul(xc, _c(e, 1.44269504088896341))])
     r = _fma(e, n, _c(e, -0.693359375), xc)           # x - n ln2, ln2 in two parts
     r = _fma(e, n, _c(e, 2.12194440e-4), r)
@@ -90,11 +97,10 @@ def exp(e: "ElementEmitter", x: ir.Value) -> ir.Value:
         it = ni.type
         suffix = f"v{e.lanes}f32.v{e.lanes}i32" if e.lanes > 1 else "f32.i32"
         fn = e.declare(f"llvm.ldexp.{suffix}", p.type, [p.type, it])
-        return _keep_nan(e, x, b.call(fn, [p, ni]))
+        return b.call(fn, [p, ni])
     n1 = b.ashr(ni, _i(e, 1))
     n2 = b.sub(ni, n1)
-    y = b.fmul(b.fmul(p, _pow2(e, n1)), _pow2(e, n2))
-    return _keep_nan(e, x, y)
+    return b.fmul(b.fmul(p, _pow2(e, n1)), _pow2(e, n2))
 
 
 def tanh(e: "ElementEmitter", x: ir.Value) -> ir.Value:
@@ -104,7 +110,8 @@ def tanh(e: "ElementEmitter", x: ir.Value) -> ir.Value:
     small = _horner(e, z, [-5.70498872745e-3, 2.06390887954e-2, -5.37397155531e-2,
                            1.33314422036e-1, -3.33332819422e-1])
     small = _fma(e, b.fmul(small, z), x, x)            # x + x z p(z)
-    big = b.fsub(_c(e, 1.0), b.fdiv(_c(e, 2.0), b.fadd(exp(e, b.fmul(ax, _c(e, 2.0))), _c(e, 1.0))))
+    e2x = _exp(e, b.fmul(ax, _c(e, 2.0)), nonnegative=True)     # NaN: kept below
+    big = b.fsub(_c(e, 1.0), b.fdiv(_c(e, 2.0), b.fadd(e2x, _c(e, 1.0))))
     big = e.intrinsic("copysign", [big, x])
     y = b.select(b.fcmp_ordered("<", ax, _c(e, 0.625)), small, big)
     return _keep_nan(e, x, y)
@@ -146,7 +153,7 @@ def erfc(e: "ElementEmitter", x: ir.Value) -> ir.Value:
     ax = e.intrinsic("minnum", [ax, _c(e, 10.5)])
     hi = b.fmul(ax, ax)
     lo = _fma(e, ax, ax, b.fneg(hi))
-    z = b.fmul(exp(e, b.fneg(hi)), b.fsub(_c(e, 1.0), lo))
+    z = b.fmul(_exp(e, b.fneg(hi)), b.fsub(_c(e, 1.0), lo))
     q = b.fdiv(_c(e, 1.0), ax)
     q2 = b.fmul(q, q)
     p = b.select(b.fcmp_ordered("<", ax, _c(e, 2.0)), _horner(e, q2, _ERFC_P), _horner(e, q2, _ERFC_R))
@@ -160,7 +167,7 @@ def logistic(e: "ElementEmitter", x: ir.Value) -> ir.Value:
     """1 / (1 + e^-x) for x >= 0 and e^x / (1 + e^x) below, so e^-|x| never overflows and
     tiny results keep their subnormal bits."""
     b = e.b
-    t = exp(e, b.fneg(e.intrinsic("fabs", [x])))
+    t = _exp(e, b.fneg(e.intrinsic("fabs", [x])))
     d = b.fadd(_c(e, 1.0), t)
     y = b.select(b.fcmp_ordered(">=", x, _c(e, 0.0)), b.fdiv(_c(e, 1.0), d), b.fdiv(t, d))
     return _keep_nan(e, x, y)
