@@ -248,7 +248,7 @@ def test_padded_windows_vectorized_along_the_row(width, stride, window, pad, kin
     want = np.asarray(jax.jit(fn)(x))
     got = np.asarray(solir.jit(fn, target=target)(x))
     if kind == "add" and dtype == "float16":     # solir sums half in f32, XLA rounds each add
-        np.testing.assert_allclose(got.astype(np.float32), want.astype(np.float32), atol=0.1)
+        np.testing.assert_allclose(got.astype(np.float32), want.astype(np.float32), rtol=8e-3, atol=0.1)
     elif kind == "add" and dtype == "float32":   # summation order may differ from XLA's
         assert_close(got, want)
     else:                                        # max and integer sums: exact
