@@ -231,3 +231,20 @@ def test_winograd_cost_model_and_its_limits():
     assert table(64, 56, stride=2)[0] in ("im2col", "im2col_rows")
     with pytest.raises(solir.SolirError, match="cannot use 'winograd': needs stride 1"):
         table(8, 9, stride=2, force="winograd")
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_row_groups_streaming_large_rows(threads):
+    """Softmax and layernorm over matrices larger than L2 run as row groups that prefetch the
+    next row of what they stream (solir/lower/llvm/kernels/rows.py): the prefetches reach past
+    the last row, which must be harmless, and results must match jax and not depend on threads."""
+    import jax
+    from solir import zoo
+    from tests.tolerances import assert_close
+    x = np.random.default_rng(0).standard_normal((600, 1030)).astype(np.float32)   # 2.4 MB
+    g = np.random.default_rng(1).standard_normal(1030).astype(np.float32)
+    for fn, args in ((zoo.softmax, (x,)), (zoo.layernorm, (x, g, g))):
+        lowered = solir.jit(fn, num_threads=threads).lower(*args)
+        if x.nbytes >= solir.get_target("host").l2_kib * 1024:
+            assert "prefetch" in lowered.as_text("asm")
+        assert_close(lowered.compile()(*args), np.asarray(jax.jit(fn)(*args)))
