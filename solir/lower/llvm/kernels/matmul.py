@@ -138,6 +138,12 @@ class _MatmulEmitter:
         zero = ir.Constant(self.vty, [0.0] * lanes) if lanes > 1 else ir.Constant(self.ety, 0.0)
         e = ElementEmitter(self.llmod, b, lanes)     # llvm.fmuladd: an FMA where there is one
         valign = self.size * lanes if (nr * self.size) % (self.size * lanes) == 0 else self.size
+        # C's tile is read (accumulate) and written only after the k loop: ask for its lines
+        # now, so they arrive while the FMAs run instead of stalling the write-back
+        for i in range(mr):
+            row = b.mul(const64(i), ldc)
+            for off in range(0, nr, max(1, 64 // self.size)):
+                e.prefetch(b.gep(c, [b.add(row, const64(off))], source_etype=self.ety), write=True)
 
         def step(p: ir.Value, acc: list[ir.Value]) -> list[ir.Value]:
             bvs = [b.load(self.gep(b, bp, b.add(b.mul(p, const64(nr)), const64(v * lanes))),
