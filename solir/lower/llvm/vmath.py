@@ -3,7 +3,8 @@ vector lane computes exactly what a scalar does and loops stay vectorized.
 
     exp   Cody-Waite reduction x = n ln2 + r, a degree-6 polynomial on |r| <= ln2/2 (Cephes),
           2^n applied as two exact scalings so results down into the subnormals round once
-          (or one ldexp where the target has it as an instruction: the same bits)
+          (or one ldexp where the target has it as an instruction, AVX-512 vscalefps with
+          the float exponent directly: the same bits)
     tanh  an odd polynomial for |x| < 0.625 (Cephes), 1 - 2 / (exp(2|x|) + 1) above it
     erf   the odd/even rational approximation XLA and Eigen use on [-4, 4] (+-1 beyond);
           x * 2/sqrt(pi) for |x| < 2^-60, where the rational form would lose subnormal bits
@@ -92,6 +93,13 @@ def _exp(e: "ElementEmitter", x: ir.Value, nonnegative: bool = False) -> ir.Valu
     p = _horner(e, r, [1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2,
                        1.6666665459e-1, 5.0000001201e-1])
     p = _fma(e, b.fmul(p, r), r, b.fadd(r, _c(e, 1.0)))    # 1 + r + r^2 p(r)
+    if e.vector_ldexp and e.lanes == 16 and e.module.triple.startswith("x86_64"):
+        # AVX-512's vscalefps takes the exponent as a float: no conversion either way
+        t = p.type
+        fn = e.declare("llvm.x86.avx512.mask.scalef.ps.512", t,
+                       [t, t, t, ir.IntType(16), ir.IntType(32)])
+        return b.call(fn, [p, n, ir.Constant(t, None), ir.Constant(ir.IntType(16), -1),
+                           ir.Constant(ir.IntType(32), 4)])     # 4: the current rounding mode
     ni = b.fptosi(n, _i32(e))
     if e.vector_ldexp:          # one rounding either way: the same bits
         it = ni.type
