@@ -15,9 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from solir.ir.attrs import AffineMap
+from solir.ir.attrs import AffineExpr, AffineMap
 from solir.ir.core import Block, Builder, Module, Op, Value, make_op, users
 from solir.ir.registry import all_ops
+from solir.ir.types import TensorType
 from solir.lower.pipeline import PassContext, pass_
 from solir.lower.rewrite import clone_op, dce
 
@@ -200,13 +201,88 @@ def canonicalize_kernels(module: Module, ctx: PassContext) -> Module:
     """Inside each kernel: merge duplicate inputs, drop unused ones, share equal body ops."""
     for f in module.funcs:
         mapping: dict[Value, Value] = {}
-        for k, op in enumerate(f.body.ops):
+        ops: list[Op] = []
+        for op in f.body.ops:
             op.operands = [mapping.get(v, v) for v in op.operands]
-            if op.name == "kernel.generic":
-                f.body.ops[k] = _tidy_generic(op)
-                mapping.update(zip(op.results, f.body.ops[k].results))
+            if op.name != "kernel.generic":
+                ops.append(op)
+                continue
+            tidy = _tidy_generic(op)
+            made = _coalesce(tidy)
+            ops += made
+            mapping.update(zip(op.results, made[-1].results))
+        f.body.ops = ops
         dce(f.body)
     return module
+
+
+SHORT_ROW = 256     # an elementwise kernel's innermost extent below this is merged outward
+
+
+def _coalesce(op: Op) -> list[Op]:
+    """An elementwise kernel whose innermost dims are short and contiguous in every operand
+    runs over them as one dim: [1, 64, 56, 56] becomes [1, 64, 3136], so its vector loop has
+    3136 elements and one tail instead of 56 and a tail per image row (and a 7x7 image gets
+    vectors at all). Operands are viewed merged (tensor.reshape, no copy) and the result is
+    viewed back. Returns the ops replacing `op` (just [op] when nothing merges)."""
+    a = op.attrs
+    dims = list(a["dims"])
+    if (set(a["iterators"]) != {"p"} or len(dims) < 2 or a.get("pads")
+            or any(o.name in ("kernel.index", "kernel.read") for o in op.regions[0].ops)):
+        return [op]
+    maps = list(a["maps"])
+    shapes = [list(v.type.shape) for v in op.operands]
+    merged = False
+    while len(dims) >= 2 and dims[-1] < SHORT_ROW:
+        d = len(dims) - 2
+        plan = [_merge_at(m, shape, d, dims[d + 1]) for m, shape in zip(maps, shapes)]
+        if any(p is False for p in plan):
+            break
+        for k, i in enumerate(plan):
+            exprs = list(maps[k].exprs)
+            if i is not None:
+                shapes[k][i:i + 2] = [shapes[k][i] * shapes[k][i + 1]]
+                del exprs[i + 1]
+            exprs = [AffineExpr(e.coeffs[:d + 1] + e.coeffs[d + 2:], e.const, e.div) for e in exprs]
+            maps[k] = AffineMap(len(dims) - 1, tuple(exprs))
+        dims[d:d + 2] = [dims[d] * dims[d + 1]]
+        merged = True
+    if not merged:
+        return [op]
+    reshape = all_ops()["tensor.reshape"]
+    made: list[Op] = []
+    operands = []
+    for v, shape in zip(op.operands, shapes):
+        if tuple(shape) == v.type.shape:
+            operands.append(v)
+            continue
+        made.append(make_op(reshape, [v], [TensorType(tuple(shape), v.type.dtype)],
+                            {"shape": tuple(shape)}, op.loc, [], [v.name]))
+        operands.append(made[-1].results[0])
+    out = op.results[0].type
+    attrs = {**a, "dims": tuple(dims), "maps": tuple(maps), "iterators": "p" * len(dims)}
+    new = make_op(op.opdef, operands, [TensorType(tuple(dims), out.dtype)], attrs, op.loc,
+                  [op.regions[0]], [op.results[0].name])
+    back = make_op(reshape, [new.results[0]], [out], {"shape": out.shape}, op.loc, [],
+                   [op.results[0].name])
+    return made + [new, back]
+
+
+def _merge_at(m: AffineMap, shape: list[int], d: int, inner: int) -> int | None | bool:
+    """How an operand reads domain dims d and d+1 (extent `inner`): None if it reads neither,
+    the index i of its own dims (i, i+1) if those are exactly (d, d+1) with dim i+1 as long
+    as the domain's, False if merging the two would make its access non-affine."""
+    uses = [i for i, e in enumerate(m.exprs) if e.coeffs[d] or e.coeffs[d + 1]]
+    if not uses:
+        return None
+    unit = lambda e, k: (e.const == 0 and e.div == 1    # noqa: E731
+                         and all(c == (1 if j == k else 0) for j, c in enumerate(e.coeffs)))
+    if len(uses) != 2 or uses[1] != uses[0] + 1:
+        return False
+    i = uses[0]
+    if unit(m.exprs[i], d) and unit(m.exprs[i + 1], d + 1) and shape[i + 1] == inner:
+        return i
+    return False
 
 
 def _splat_value(v: Value) -> np.ndarray | None:
