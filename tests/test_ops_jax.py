@@ -141,6 +141,23 @@ def test_argmax_nan_and_ties():
     check(lambda x: (jnp.argmax(x, 1), jnp.argmin(x, 1)), x)
 
 
+@pytest.mark.parametrize("kind", ["max", "min"])
+def test_max_min_reductions_propagate_nan_from_any_lane(kind):
+    """A NaN anywhere (each vector lane, each of the unrolled accumulators, the scalar tail)
+    makes the row's max/min NaN; -inf/+inf and signed zeros compare as numpy's."""
+    n = 16 * 4 * 2 + 5
+    x = np.tile(np.linspace(-3, 3, n, dtype=np.float32), (n + 1, 1))
+    for k in range(n):
+        x[k, k] = np.nan                     # row k: a NaN at position k; the last row none
+    x[-1, :3] = [-0.0, 0.0, -np.inf]
+    fn = {"max": lambda v: jnp.max(v, axis=1), "min": lambda v: jnp.min(v, axis=1)}[kind]
+    got = np.asarray(solir.jit(fn)(x))
+    assert np.isnan(got[:-1]).all()
+    assert got[-1] == {"max": 3.0, "min": -np.inf}[kind]
+    z = np.array([[-0.0, 0.0] * 20], np.float32)
+    assert np.asarray(solir.jit(fn)(z))[0] == 0.0
+
+
 def test_bool_reductions():
     x = np.array([[True, False, True], [True, True, True]])
     check(lambda x: (jnp.all(x, 1), jnp.any(x, 0)), x)

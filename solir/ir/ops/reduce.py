@@ -60,7 +60,10 @@ for _name, (_comb, _fn) in _REDUCE_REFS.items():
     register(OpDef(
         name=f"tensor.reduce_{_name}", operands=("x",), attrs=("axes",), infer=_infer_reduce,
         reference=(lambda fn: lambda a, x: np.asarray(fn(x, tuple(a["axes"]))).astype(x.dtype))(_fn),
-        lower=_reduce_lower(_comb), kind=REDUCTION))
+        lower=_reduce_lower(_comb), kind=REDUCTION,
+        doc=f"Reduce over `axes` with {_comb}." + (
+            " NaN propagates; whether +0 or -0 wins a tie depends on the order the schedule "
+            "combines in, as in numpy and XLA." if _comb in ("max", "min") else "")))
 
 
 def _infer_arg(types: list[TensorType], attrs: dict[str, Any]) -> list[TensorType]:
