@@ -4,7 +4,8 @@
       for p0 in 0..K step KC
         pack B[b, p0:p0+KC, j0:j0+NC] into NR-wide panels  Bp[jp][p][0:NR]  (zero-padded)
         for each row block ib of the group
-          pack A[b, i0:i0+MC, p0:p0+KC] into MR-tall panels  Ap[ip][p][0:MR]  (zero-padded, L2)
+          pack A[b, i0:i0+MC, p0:p0+KC] into MR-tall panels  Ap[ip][p][0:MR]  (zero-padded, L2;
+            a small row-major A that fits half of L2 is read in place instead: direct_a)
           for jr in 0..NC step NR, ir in 0..MC step MR
           microkernel: MR x NR accumulators in vector registers, one FMA per (row, vector)
           per k step, reading one Bp row (NR/lanes vectors) and MR broadcast Ap elements;
@@ -109,6 +110,14 @@ class _MatmulEmitter:
         self.mcp = -(-self.mc // self.mr) * self.mr       # blocks padded to whole panels
         self.ncp = -(-self.nc // self.nr) * self.nr
 
+    def direct_a(self) -> bool:
+        """Read A in place instead of packing it: when its rows are contiguous along k and all
+        of A stays in half of L2 (a small product, where packing A is a visible share of the
+        time). Large A is packed: its rows, a power-of-two stride apart, would fight over
+        the same cache sets."""
+        return (not self.a_packed and not self.ta and self.lanes > 1
+                and self.M * self.K * self.size <= self.target.l2_kib * 1024 // 2)
+
     def scratch_elems(self) -> int:
         return self.kc * self.ncp + self.mcp * self.kc + self.mr * self.nr
 
@@ -120,20 +129,29 @@ class _MatmulEmitter:
         return b.gep(ptr, [off], source_etype=self.ety, inbounds=True)
 
     # -- the microkernel ---------------------------------------------------------------------------
-    def microkernel(self) -> ir.Function:
-        """void micro(i64 k, ptr ap, ptr bp, ptr c, i64 ldc, i1 accumulate)"""
-        fty = ir.FunctionType(ir.VoidType(), [I64, PTR, PTR, PTR, I64, I1])
+    def microkernel(self, direct: bool = False) -> ir.Function:
+        """void micro(i64 k, ptr ap, ptr bp, ptr c, i64 ldc, i1 accumulate), A from its packed
+        panel; direct: micro.da(..., i64 lda, i64 rows), A read in place, row i at
+        ap + min(i, rows - 1) lda (rows past the edge repeat the last one; their results
+        land in the edge tile's scratch and are dropped)."""
+        extra = [I64, I64] if direct else []
+        fty = ir.FunctionType(ir.VoidType(), [I64, PTR, PTR, PTR, I64, I1] + extra)
         tag = "f64" if self.size == 8 else "f32"
-        name = f"solir.mm.micro{self.mr}x{self.nr}.{tag}x{self.lanes}"
+        name = f"solir.mm.micro{self.mr}x{self.nr}{'.da' if direct else ''}.{tag}x{self.lanes}"
         if name in self.llmod.globals:          # one per blocking and dtype in a module
             return self.llmod.globals[name]
         fn = ir.Function(self.llmod, fty, name)
         fn.linkage = "internal"
         fn.attributes.add("noinline")
-        k, ap, bp, c, ldc, accumulate = fn.args
-        for arg, nm in zip(fn.args, ("k", "ap", "bp", "c", "ldc", "accumulate")):
+        k, ap, bp, c, ldc, accumulate = fn.args[:6]
+        for arg, nm in zip(fn.args, ("k", "ap", "bp", "c", "ldc", "accumulate", "lda", "rows")):
             arg.name = nm
         b = ir.IRBuilder(fn.append_basic_block("entry"))
+        if direct:
+            lda, rows = fn.args[6:]
+            last = b.sub(rows, const64(1))
+            a_rows = [self.gep(b, ap, b.mul(self.smin(b, const64(i), last), lda))
+                      for i in range(self.mr)]
         mr, nv, lanes, nr = self.mr, self.nv, self.lanes, self.nr
         zero = ir.Constant(self.vty, [0.0] * lanes) if lanes > 1 else ir.Constant(self.ety, 0.0)
         e = ElementEmitter(self.llmod, b, lanes)     # llvm.fmuladd: an FMA where there is one
@@ -150,8 +168,9 @@ class _MatmulEmitter:
                           typ=self.vty, align=valign) for v in range(nv)]
             out = list(acc)
             for i in range(mr):
-                a = b.load(self.gep(b, ap, b.add(b.mul(p, const64(mr)), const64(i))),
-                           typ=self.ety, align=self.size)
+                addr = (self.gep(b, a_rows[i], p) if direct else
+                        self.gep(b, ap, b.add(b.mul(p, const64(mr)), const64(i))))
+                a = b.load(addr, typ=self.ety, align=self.size)
                 av = e.splat(a)
                 for v in range(nv):
                     out[i * nv + v] = e.intrinsic("fmuladd", [av, bvs[v], out[i * nv + v]])
@@ -421,33 +440,40 @@ class _MatmulEmitter:
         with for_range(b, const64(0), const64(rows), 1, name=f"{name}r") as t:
             self._copy_row(b, src, dst, t, kv, kcur, s_outer, const64(1), rows, f"{name}rp")
 
-    def block_fn(self, micro: ir.Function) -> ir.Function:
+    def block_fn(self, micro: ir.Function, direct: bool = False) -> ir.Function:
         """block(ap, bp, c = &C(b, i0, j0), ldc, mcur, ncur, kcur, accumulate, ctile): every
         microkernel tile of a packed A block against the packed B block. Edge tiles go
         through `ctile` and are copied out."""
         mr, nr = self.mr, self.nr
 
         def body(b: ir.IRBuilder, a: list[ir.Value]) -> None:
-            apk, bp, c, ldc, mcur, ncur, kcur, accumulate, ctile = a
+            apk, bp, c, ldc, mcur, ncur, kcur, accumulate, ctile = a[:9]
             with for_range(b, const64(0), ncur, nr, name="jr") as jr:
                 wn = self.smin(b, b.sub(ncur, jr), const64(nr))
                 b_panel = self.gep(b, bp, b.mul(jr, kcur))
                 with for_range(b, const64(0), mcur, mr, name="ir") as ir_:
-                    a_panel = self.gep(b, apk, b.mul(ir_, kcur))
-                    cptr = self.gep(b, c, b.add(b.mul(ir_, ldc), jr))
                     hm = self.smin(b, b.sub(mcur, ir_), const64(mr))
+                    if direct:                 # A in place: row ir of the block, stride lda
+                        lda = a[9]
+                        a_panel = self.gep(b, apk, b.mul(ir_, lda))
+                        more = [lda, hm]
+                    else:
+                        a_panel = self.gep(b, apk, b.mul(ir_, kcur))
+                        more = []
+                    cptr = self.gep(b, c, b.add(b.mul(ir_, ldc), jr))
                     full = b.and_(b.icmp_signed("==", hm, const64(mr)),
                                   b.icmp_signed("==", wn, const64(nr)))
                     with b.if_else(full) as (then, otherwise):
                         with then:
-                            b.call(micro, [kcur, a_panel, b_panel, cptr, ldc, accumulate])
+                            b.call(micro, [kcur, a_panel, b_panel, cptr, ldc, accumulate] + more)
                         with otherwise:
                             b.call(micro, [kcur, a_panel, b_panel, ctile, const64(nr),
-                                           ir.Constant(I1, 0)])
+                                           ir.Constant(I1, 0)] + more)
                             self._copy_edge(b, ctile, cptr, ldc, hm, wn, accumulate)
-        return self._helper(f"block{mr}x{nr}", [
+        return self._helper(f"block{mr}x{nr}{'.da' if direct else ''}", [
             ("ap", PTR), ("bp", PTR), ("c", PTR), ("ldc", I64), ("mcur", I64), ("ncur", I64),
-            ("kcur", I64), ("accumulate", I1), ("ctile", PTR)], body)
+            ("kcur", I64), ("accumulate", I1), ("ctile", PTR)] + ([("lda", I64)] if direct else []),
+            body)
 
     def _copy_edge(self, b: ir.IRBuilder, tile: ir.Value, cptr: ir.Value, ldc: ir.Value,
                    hm: ir.Value, wn: ir.Value, accumulate: ir.Value) -> None:
@@ -460,8 +486,9 @@ class _MatmulEmitter:
 
     # -- the driver (one per matmul: its sizes and strides as constants) ---------------------------
     def emit(self) -> ir.Function:
-        micro = self.microkernel()
-        pack_a, pack_b, block = self.pack_a_fn(), self.pack_b_fn(), self.block_fn(micro)
+        direct = self.direct_a()
+        micro = self.microkernel(direct)
+        pack_a, pack_b, block = self.pack_a_fn(), self.pack_b_fn(), self.block_fn(micro, direct)
         fn = ir.Function(self.llmod, CHUNK_FN_TYPE, self.name)
         fn.linkage = "internal"
         bufs, begin, end = fn.args
@@ -509,6 +536,9 @@ class _MatmulEmitter:
                         mpad = -(-M // self.mr) * self.mr
                         apan = self.gep(b, asrc, b.add(a_base, b.add(b.mul(p0, const64(mpad)),
                                                                      b.mul(i0, kcur))))
+                    elif direct:
+                        apan = self.gep(b, asrc, b.add(a_base, b.add(b.mul(i0, const64(self.a_is)),
+                                                                     p0)))
                     else:
                         a_src = self.gep(b, asrc, b.add(a_base, b.add(b.mul(i0, const64(self.a_is)),
                                                                       b.mul(p0, const64(self.a_ps)))))
@@ -517,6 +547,6 @@ class _MatmulEmitter:
                         apan = apk
                     cptr = self.gep(b, c, b.add(c_base, b.add(b.mul(i0, const64(N)), j0)))
                     b.call(block, [apan, bpan, cptr, const64(N), mcur, ncur, kcur, accumulate,
-                                   ctile])
+                                   ctile] + ([const64(self.a_is)] if direct else []))
         b.ret_void()
         return fn
