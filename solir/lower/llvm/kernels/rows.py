@@ -6,7 +6,8 @@
 
 Members are emitted by the generic loop-nest emitter with dim 0 fixed to r. A row-local value
 gets a stack buffer holding one row, addressed through a base shifted back by r rows so that
-the member's usual `d0 * row + rest` offsets land inside it.
+the member's usual `d0 * row + rest` offsets land inside it. Large buffers outside the group
+are prefetched a row ahead (_next_row_prefetches).
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ def emit_row_group(llmod: ir.Module, members: list[Op], target: Target, name: st
             buf = b.alloca(I8, size=ir.Constant(ir.IntType(32), max(row_bytes, 1)), name="row")
             buf.align = 64
             local[m.result] = (buf, row_bytes)
+    ahead = _next_row_prefetches(members, target)
     with for_range(b, begin, end, 1, name="r") as r:
         row_ptrs = dict(ptrs)
         for v, (buf, row_bytes) in local.items():
@@ -65,7 +67,6 @@ def emit_row_group(llmod: ir.Module, members: list[Op], target: Target, name: st
             # buffers alias nothing else and hoists their loads out of the inner loops
             row_ptrs[v] = b.gep(buf, [b.mul(r, const64(-row_bytes))], source_etype=I8)
             row_ptrs[v].type = PTR      # llvmlite types an alloca i8*; the emitter's are `ptr`
-        ahead = _next_row_prefetches(members, target)
         for i, m in enumerate(members):
             em = _GenericEmitter(llmod, m, target, name, fn=fn, builder=b)
             em.prefetch = ahead.get(i, {})
@@ -76,7 +77,6 @@ def emit_row_group(llmod: ir.Module, members: list[Op], target: Target, name: st
 
 def group_rows_count(members: list[Op]) -> int:
     return int(members[0].attrs["dims"][0])
-
 
 
 def _next_row_prefetches(members: list[Op], target: Target) -> dict[int, dict[int, int]]:
