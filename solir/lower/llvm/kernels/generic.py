@@ -2,7 +2,9 @@
 
 Loops run in the schedule's `order`. The vector dim steps by `lanes` and everything inside it
 is computed on vectors (outer-loop vectorization when it is a parallel dim, so reductions nested
-inside keep one accumulator per lane); its remainder runs the same body with one lane. Reductions
+inside keep one accumulator per lane). A parallel vector dim's remainder reruns the last whole
+vector, shifted back to end at the loop's end; a reduction's (or a loop shorter than a vector)
+runs the same body with one lane. Reductions
 and scans accumulate in registers (allocas that mem2reg promotes) from the first reduction loop
 inward. `begin`/`end` bound the outermost loop when the kernel runs on the thread pool.
 """
@@ -145,13 +147,30 @@ class _GenericEmitter:
             with for_range(b, lo_v, main_hi, w, name=f"{name}.v") as iv:
                 self.ivs[d] = iv
                 self.nest(depth + 1, w)
-            with for_range(b, main_hi, hi_v, 1, name=f"{name}.tail") as iv:
-                self.ivs[d] = iv
-                self.nest(depth + 1, 1)
+            if self.its[d] != "p":
+                self.scalar_tail(depth, main_hi, hi_v)
+                return
+            # A parallel dim's remainder reruns the last whole vector of this loop, shifted
+            # back to end at `hi`: the lanes it repeats recompute the values already stored
+            # (each point depends only on the inputs, which a kernel never overwrites).
+            # Only loops shorter than a vector go element by element.
+            overlap = b.and_(b.icmp_signed("<", main_hi, hi_v), b.icmp_signed(">=", span, const64(w)))
+            with b.if_else(overlap) as (then, otherwise):
+                with then:
+                    self.ivs[d] = b.sub(hi_v, const64(w), name=f"{name}.last")
+                    self.nest(depth + 1, w)
+                with otherwise:
+                    self.scalar_tail(depth, main_hi, hi_v)
             return
         with for_range(b, lo, hi, 1, name=name) as iv:
             self.ivs[d] = iv
             self.nest(depth + 1, lanes)
+
+    def scalar_tail(self, depth: int, lo: ir.Value, hi: ir.Value) -> None:
+        d = self.order[depth]
+        with for_range(self.b, lo, hi, 1, name=f"d{d}.tail") as iv:
+            self.ivs[d] = iv
+            self.nest(depth + 1, 1)
 
     # -- accumulation ------------------------------------------------------------------------------
     def unrolled_reduction(self, depth: int) -> bool:
