@@ -232,7 +232,6 @@ def _coalesce(op: Op) -> list[Op]:
         return [op]
     maps = list(a["maps"])
     shapes = [list(v.type.shape) for v in op.operands]
-    merged = False
     while len(dims) >= 2 and dims[-1] < SHORT_ROW:
         d = len(dims) - 2
         plan = [_merge_at(m, shape, d, dims[d + 1]) for m, shape in zip(maps, shapes)]
@@ -246,8 +245,7 @@ def _coalesce(op: Op) -> list[Op]:
             exprs = [AffineExpr(e.coeffs[:d + 1] + e.coeffs[d + 2:], e.const, e.div) for e in exprs]
             maps[k] = AffineMap(len(dims) - 1, tuple(exprs))
         dims[d:d + 2] = [dims[d] * dims[d + 1]]
-        merged = True
-    if not merged:
+    if len(dims) == len(a["dims"]):
         return [op]
     reshape = all_ops()["tensor.reshape"]
     made: list[Op] = []

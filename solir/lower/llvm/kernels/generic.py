@@ -365,22 +365,27 @@ class _GenericEmitter:
         if lanes > 1 and any(e_.coeffs[self.vdim] for e_ in m.exprs):
             return self.load_padded_vector(e, k, lanes, name)
         # bounds-checked (padding) or dividing (dilation) access, the same for every lane
+        valid, flat = self._checked_index(v.type.shape, m.exprs)
+        e1 = ElementEmitter(self.llmod, self.b, 1)
+        x = self.load(e1, k, dt, flat, 1, 0, name)
+        padv = e1.const(dt, pad if pad is not None else 0)
+        return e.splat(self.b.select(valid, x, padv))
+
+    def _checked_index(self, shape: tuple[int, ...], exprs: Any) -> tuple[ir.Value, ir.Value]:
+        """(whether every index is inside `shape` and every division exact, the row-major
+        offset with out-of-range indices replaced by 0) for a bounds-checked access."""
         b = self.b
         valid: ir.Value = ir.Constant(ir.IntType(1), 1)
         flat: ir.Value = const64(0)
-        for size, expr in zip(v.type.shape, m.exprs):
+        for size, expr in zip(shape, exprs):
             idx = self._offset(list(expr.coeffs), expr.const)
             if expr.div != 1:
                 valid = b.and_(valid, b.icmp_signed("==", b.srem(idx, const64(expr.div)), const64(0)))
                 idx = b.sdiv(idx, const64(expr.div))
             inside = b.and_(b.icmp_signed(">=", idx, const64(0)), b.icmp_signed("<", idx, const64(size)))
             valid = b.and_(valid, inside)
-            idx = b.select(inside, idx, const64(0))
-            flat = b.add(b.mul(flat, const64(size)), idx)
-        e1 = ElementEmitter(self.llmod, b, 1)
-        x = self.load(e1, k, dt, flat, 1, 0, name)
-        padv = e1.const(dt, pad if pad is not None else 0)
-        return e.splat(b.select(valid, x, padv))
+            flat = b.add(b.mul(flat, const64(size)), b.select(inside, idx, const64(0)))
+        return valid, flat
 
     def load_padded_vector(self, e: ElementEmitter, k: int, lanes: int, name: str) -> ir.Value:
         """A padded read whose last index steps by c along the lanes (schedule.padded_vector_read):
@@ -390,38 +395,31 @@ class _GenericEmitter:
         b = self.b
         v, m, pad = self.op.operands[k], self.maps[k], self.pads[k]
         dt = v.type.dtype
+        padv = pad if pad is not None else 0
         *rest, last = m.exprs
-        row_ok: ir.Value = ir.Constant(ir.IntType(1), 1)
-        flat: ir.Value = const64(0)
-        for size, expr in zip(v.type.shape[:-1], rest):
-            idx = self._offset(list(expr.coeffs), expr.const)
-            inside = b.and_(b.icmp_signed(">=", idx, const64(0)), b.icmp_signed("<", idx, const64(size)))
-            row_ok = b.and_(row_ok, inside)
-            flat = b.add(b.mul(flat, const64(size)), b.select(inside, idx, const64(0)))
+        row_ok, row = self._checked_index(v.type.shape[:-1], rest)
         width, c = v.type.shape[-1], last.coeffs[self.vdim]
         x0 = self._offset(list(last.coeffs), last.const)           # lane 0's last index
         span = c * lanes
-        i64v = ir.VectorType(I64, span)
-        pos = b.add(ElementEmitter(self.llmod, b, span).splat(x0),
-                    ir.Constant(i64v, list(range(span))))
-        used = ir.Constant(ir.VectorType(ir.IntType(1), span), [j % c == 0 for j in range(span)])
-        mask = b.and_(b.and_(used, b.icmp_signed(">=", pos, ir.Constant(i64v, [0] * span))),
-                      b.icmp_signed("<", pos, ir.Constant(i64v, [width] * span)))
-        mask = b.and_(mask, ElementEmitter(self.llmod, b, span).splat(row_ok))
-        st = storage_type(dt)
-        addr = b.gep(self.ptrs[k], [b.add(b.mul(flat, const64(width)), x0)], source_etype=st)
         wide = ElementEmitter(self.llmod, b, span)
+        pos = b.add(wide.splat(x0), ir.Constant(ir.VectorType(I64, span), list(range(span))))
+        used = ir.Constant(ir.VectorType(ir.IntType(1), span), [j % c == 0 for j in range(span)])
+        mask = b.and_(b.and_(used, b.icmp_signed(">=", pos, wide.const(DType.I64, 0))),
+                      b.icmp_signed("<", pos, wide.const(DType.I64, width)))
+        mask = b.and_(mask, wide.splat(row_ok))
+        st = storage_type(dt)
+        addr = b.gep(self.ptrs[k], [b.add(b.mul(row, const64(width)), x0)], source_etype=st)
+        computed = st == scalar_type(dt)     # else f16/bf16/i1 storage: pad after converting
         raw = wide.masked_load(ir.VectorType(st, span), addr, dt.itemsize, mask,
-                               wide.const(dt, pad if pad is not None else 0)
-                               if st == scalar_type(dt) else ir.Constant(ir.VectorType(st, span), None))
+                               wide.const(dt, padv) if computed
+                               else ir.Constant(ir.VectorType(st, span), None))
+        every_c = ir.Constant(ir.VectorType(ir.IntType(32), lanes), [j * c for j in range(lanes)])
         if c > 1:
-            raw = b.shuffle_vector(raw, raw, ir.Constant(ir.VectorType(ir.IntType(32), lanes),
-                                                         [j * c for j in range(lanes)]))
+            raw = b.shuffle_vector(raw, raw, every_c)
         x = self.to_compute(raw, dt, lanes, _llname(name))
-        if st != scalar_type(dt):        # f16/bf16/i1 storage: the pad is applied computed
-            lane_ok = b.shuffle_vector(mask, mask, ir.Constant(ir.VectorType(ir.IntType(32), lanes),
-                                                               [j * c for j in range(lanes)]))
-            x = b.select(lane_ok, x, e.const(dt, pad if pad is not None else 0))
+        if not computed:
+            lane_ok = b.shuffle_vector(mask, mask, every_c) if c > 1 else mask
+            x = b.select(lane_ok, x, e.const(dt, padv))
         return x
 
     def load(self, e: ElementEmitter, k: int, dt: DType, off: ir.Value, lanes: int, step: int,
@@ -518,7 +516,7 @@ class _GenericEmitter:
             stride *= self.dims[d]
         off = self._offset(coeffs, 0)
         st = storage_type(dt)
-        if lanes > 1 and (self.vdim is None or coeffs[self.vdim] == 1):
+        if lanes > 1 and coeffs[self.vdim] == 1:
             self._prefetch(ElementEmitter(self.llmod, b, lanes), len(self.op.operands), off)
         addr = b.gep(self.ptrs[-1], [off], source_etype=st, inbounds=self.inbounds)
         b.store(self.to_storage(x, dt, lanes), addr, align=dt.itemsize)
