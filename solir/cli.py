@@ -90,7 +90,10 @@ def print_ir(text: str, console: Any) -> None:
 def _options(args: argparse.Namespace) -> Any:
     from solir.lower.algorithms import parse_overrides
     from solir.lower.pipeline import Options
-    return Options(algorithms=parse_overrides(args.algorithm or []))
+    from solir.runtime.load import default_num_threads
+    tune = bool(getattr(args, "autotune", False))
+    return Options(algorithms=parse_overrides(args.algorithm or []), autotune=tune,
+                   tune_threads=default_num_threads() if tune else 0)
 
 
 def onnx_text(model: Any) -> str:
@@ -113,6 +116,7 @@ def onnx_text(model: Any) -> str:
 
 def cmd_show(args: argparse.Namespace) -> int:
     from solir.driver import Compilation
+    from solir.lower.pipeline import TENSOR_PIPELINE
     from solir.report import onnx_summary, print_summary, summarize
     from solir.targets import get_target
     console = _console()
@@ -127,6 +131,10 @@ def cmd_show(args: argparse.Namespace) -> int:
         return 0
     src = _load_source(args.file, _shapes(args.input_shape))
     comp = Compilation(src.module, get_target(args.target), _options(args))
+    if args.autotune and args.stage not in ("tensor", *TENSOR_PIPELINE[:3]):
+        t0 = time.perf_counter()      # tuning takes a while: say what it does, on stderr
+        comp.lower(progress=lambda s: s.startswith("autotune") and sys.stderr.write(
+            f"{time.perf_counter() - t0:6.2f}s {s}\n"))
     print_ir(comp.as_text(args.stage), console)
     if not args.no_summary:
         kernel = comp.lower() if args.stage != "tensor" else None
@@ -231,6 +239,9 @@ def build_parser() -> argparse.ArgumentParser:
                  "NODE=NAME (an ONNX node); " + "; ".join(
                      f"{kind}: {', '.join(names)}" for kind, names in ALGORITHMS.items())
                  + "; see --stage algorithms; repeatable")
+    tune_help = ("time each contraction's candidate algorithms on this machine (at "
+                 "SOLIR_NUM_THREADS threads, else all cores) instead of trusting the cost model; "
+                 "the winners are remembered in the cache, per op shape, target and thread count")
     s = sub.add_parser("show", help="print a model (.onnx or .sir) at a stage of the pipeline, "
                        "with a summary table")
     s.add_argument("file")
@@ -241,6 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--input-shape", action="append", metavar="NAME=DIMS", help=shape_help)
     s.add_argument("--no-summary", action="store_true", help="print the IR only")
     s.add_argument("--algorithm", action="append", metavar="KEY=NAME", help=algo_help)
+    s.add_argument("--autotune", action="store_true", help=tune_help)
     s.set_defaults(fn=cmd_show)
     c = sub.add_parser("compile", help="compile a model (.onnx or .sir) to DIR/model.so + "
                        "model.h + manifest.json")
@@ -249,6 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("-o", "--output", required=True)
     c.add_argument("--input-shape", action="append", metavar="NAME=DIMS", help=shape_help)
     c.add_argument("--algorithm", action="append", metavar="KEY=NAME", help=algo_help)
+    c.add_argument("--autotune", action="store_true", help=tune_help)
     c.add_argument("--quiet", action="store_true")
     c.add_argument("--json", action="store_true", help="one JSON line for scripts")
     c.set_defaults(fn=cmd_compile)

@@ -63,7 +63,8 @@ class Compilation:
                 self.texts["algorithms"] = algorithms_table(m)
             if progress is not None:
                 progress(f"pass {name}")
-        return run_pipeline(self.module, PassContext(self.target, self.options), record=record)
+        return run_pipeline(self.module, PassContext(self.target, self.options, progress),
+                            record=record)
 
     def llvm(self) -> Any:
         if self._llvm is None:

@@ -75,9 +75,11 @@ class JitFunction:
     def __init__(self, fn: Callable[..., Any], *, static_argnums: int | Sequence[int] = (),
                  static_argnames: str | Sequence[str] = (), target: str | Target = "host",
                  options: Options | None = None, num_threads: int | None = None,
-                 algorithms: Any = None):
+                 algorithms: Any = None, autotune: bool = False):
         """`algorithms` forces per-op choices, e.g. {"conv": "loops", "dot:2": "matmul"}
-        (see solir/lower/algorithms.py and `lower(...).as_text("algorithms")`)."""
+        (see solir/lower/algorithms.py and `lower(...).as_text("algorithms")`); `autotune`
+        times the candidates of the others on this machine at `num_threads` (once per op
+        shape, remembered in the cache) instead of trusting the cost model."""
         self.fn = fn
         self.static_argnums = (static_argnums,) if isinstance(static_argnums, int) else tuple(static_argnums)
         self.static_argnames = (static_argnames,) if isinstance(static_argnames, str) else tuple(static_argnames)
@@ -89,6 +91,12 @@ class JitFunction:
             from solir.lower.algorithms import parse_overrides
             self.options = dataclasses.replace(
                 self.options, algorithms=self.options.algorithms + parse_overrides(algorithms))
+        if autotune:
+            import dataclasses
+
+            from solir.runtime.load import default_num_threads
+            self.options = dataclasses.replace(self.options, autotune=True,
+                                               tune_threads=num_threads or default_num_threads())
         self.num_threads = num_threads
         self._cache: dict[Any, Compiled] = {}
         functools.update_wrapper(self, fn)

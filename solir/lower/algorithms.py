@@ -24,17 +24,20 @@ The cost model picks by default; the user overrides per op with `Options.algorit
     conv:3                 the fourth conv (0-based, in program order; `solir show --stage
                            algorithms` lists them)
     'name' or name         the op from the ONNX node with that name
-`solir show --stage algorithms` prints the choice for each op and why.
+`solir show --stage algorithms` prints the choice for each op and why. With `autotune`
+(`solir compile --autotune`, `solir.jit(f, autotune=True)`) the candidates are timed on this
+machine instead, once per op shape, target and thread count (solir/lower/autotune.py).
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from solir.errors import SolirError
+from solir.errors import SolirError, SolirWarning
 from solir.ir.core import Module, Op
 from solir.ir.types import DType
 from solir.lower.pipeline import PassContext, pass_
@@ -217,9 +220,29 @@ def contractions(module: Module) -> Iterator[tuple[str, int, Op]]:
                 yield kind, counts[kind] - 1, op
 
 
+def _autotune(kind: str, index: int, op: Op, ctx: PassContext) -> tuple[str, str] | None:
+    """The measured choice (solir/lower/autotune.py) for an op a fast algorithm computes,
+    None where there is nothing to time."""
+    from solir.lower import autotune
+    fast = "im2col" if kind == "conv" else "matmul"
+    n = macs(op)
+    if ALGORITHMS[kind][fast].applies(op) is not None or n < 4096:
+        return None
+    names = autotune.candidates(kind, op, n)
+    if len(names) < 2:
+        return None
+    return autotune.tune(kind, index, op, names, ctx.target, ctx.options.tune_threads, ctx.progress)
+
+
 @pass_("select-algorithms")
 def select_algorithms(module: Module, ctx: PassContext) -> Module:
     overrides = ctx.options.algorithms
+    tuning = ctx.options.autotune
+    if tuning and ctx.target.missing_features():
+        warnings.warn(f"solir: --autotune times code on this machine, which cannot run target "
+                      f"'{ctx.target.name}' (it lacks {', '.join(ctx.target.missing_features())}); "
+                      "the cost model chooses", SolirWarning, stacklevel=2)
+        tuning = False
     for kind, index, op in contractions(module):
         forced = _override(kind, index, op, overrides)
         if forced is not None and forced in ALGORITHMS[kind]:
@@ -231,7 +254,8 @@ def select_algorithms(module: Module, ctx: PassContext) -> Module:
             op.attrs["algorithm"] = forced
             op.attrs["algorithm_why"] = "forced by the user"
         else:
-            op.attrs["algorithm"], op.attrs["algorithm_why"] = _default(kind, op, ctx.target)
+            tuned = _autotune(kind, index, op, ctx) if tuning else None
+            op.attrs["algorithm"], op.attrs["algorithm_why"] = tuned or _default(kind, op, ctx.target)
     return module
 
 

@@ -37,12 +37,17 @@ class Options:
     matmul_tiles: tuple[int, ...] | None = None
     # per-op algorithm choices, ((key, name), ...): see solir/lower/algorithms.py
     algorithms: tuple[tuple[str, str], ...] = ()
+    # time the candidate algorithms of each contraction on this machine instead of trusting
+    # the cost model, remembering the winners (solir/lower/autotune.py)
+    autotune: bool = False
+    tune_threads: int = 0             # the thread count to time at (0: the runtime's default)
 
 
 @dataclass
 class PassContext:
     target: Target
     options: Options = field(default_factory=Options)
+    progress: Callable[[str], None] | None = None     # long passes say what they do
 
 
 PassFn = Callable[[Module, PassContext], Module]

@@ -1,0 +1,172 @@
+"""Autotuning (`--autotune`, `solir.jit(f, autotune=True)`): instead of trusting the cost model,
+time every algorithm that can compute a contraction on this machine, once, and remember the
+winner.
+
+For each conv / dot_general the cost model would hand to a fast algorithm, the op is cut out
+into a module of its own (its constant weights kept constant, so prepacking and Winograd's
+weight transform happen at compile time as in the model; other operands become seeded random
+inputs), compiled once per candidate, and each candidate is called in interleaved rounds so
+that the machine's drift hits them all alike; the lowest median wins. `loops` is a candidate
+only for ops under LOOPS_MACS multiply-adds, where it can win; above that it loses by an
+order of magnitude and timing it would cost seconds.
+
+The results live in `autotune.json` in the compile cache (SOLIR_CACHE_DIR), keyed by the op
+(kind, operand types, attributes, whether the weights are constant), the target and the
+thread count the runtime would use (SOLIR_NUM_THREADS, else the cores this process may run
+on): tune with the thread count you will run with. An op seen before is not timed again;
+delete the file (or the cache) to retune. Only targets that run on this machine can be
+tuned; for the others the cost model chooses, with a warning.
+
+The choice changes how, never what, an op computes: tests/test_schedules.py checks every
+algorithm against the reference interpreter.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from solir.ir.core import Block, Builder, Func, Module, Op
+from solir.runtime.cache import cache_root
+
+DB_NAME = "autotune.json"
+LOOPS_MACS = 1 << 20      # loops is timed only below this many multiply-adds
+ROUNDS = 7                # interleaved samples per candidate
+SAMPLE_SECONDS = 2e-3     # each sample repeats calls until it lasts about this long
+
+
+def db_path() -> Path:
+    return cache_root() / DB_NAME
+
+
+def _read_db() -> dict[str, Any]:
+    try:
+        data = json.loads(db_path().read_text())
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}        # none yet, or unreadable: every op is timed (and the file rewritten)
+
+
+def _write_entry(key: str, entry: dict[str, Any]) -> None:
+    """Merge one result into the file (read again first: another process may have added
+    some), written whole to a temporary file and renamed over the old one."""
+    path = db_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = _read_db()
+    data[key] = entry
+    fd, tmp = tempfile.mkstemp(prefix=".autotune-", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=1, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def _is_constant(v: Any) -> bool:
+    return isinstance(v.owner, Op) and v.owner.name == "tensor.constant"
+
+
+def _attr_text(value: Any) -> str:
+    if isinstance(value, np.ndarray):
+        return "array:" + hashlib.sha256(value.tobytes()).hexdigest()[:12]
+    return repr(value)
+
+
+def tune_key(kind: str, op: Op, target: Any, threads: int) -> str:
+    """What makes two ops time alike: kind, operand types, attributes, constant weights,
+    the target (with its caches) and the thread count."""
+    attrs = ",".join(f"{k}={_attr_text(v)}" for k, v in sorted(op.attrs.items())
+                     if not k.startswith("algorithm"))
+    operands = ",".join(f"{v.type}{'=const' if _is_constant(v) else ''}" for v in op.operands)
+    target_digest = hashlib.sha256(repr(target).encode()).hexdigest()[:12]
+    return f"{kind}({operands}) {{{attrs}}} target={target.name}:{target_digest} threads={threads}"
+
+
+def isolate(op: Op) -> tuple[Module, list[np.ndarray]]:
+    """A module computing just `op`, and seeded inputs for its non-constant operands."""
+    block = Block()
+    b = Builder(block, op.loc)
+    rng = np.random.default_rng(0)
+    operands, inputs = [], []
+    for k, v in enumerate(op.operands):
+        if _is_constant(v):
+            operands.append(b.op("tensor.constant", [], {"value": v.owner.attrs["value"]}).result)
+        else:
+            operands.append(block.add_arg(v.type, f"in{k}"))
+            inputs.append(rng.standard_normal(v.type.shape).astype(v.type.dtype.numpy))
+    attrs = {k: v for k, v in op.attrs.items() if not k.startswith("algorithm")}
+    result = b.op(op.name, operands, attrs).result
+    b.op("return", [result], result_types=[])
+    return Module([Func("tuned_op", block)]), inputs
+
+
+def candidates(kind: str, op: Op, macs: int) -> list[str]:
+    from solir.lower.algorithms import ALGORITHMS
+    return [name for name, choice in ALGORITHMS[kind].items()
+            if choice.applies(op) is None and (name != "loops" or macs < LOOPS_MACS)]
+
+
+def _time_candidates(modules: dict[str, Any], inputs: list[np.ndarray]) -> dict[str, float]:
+    """Median seconds per call of each module, sampled in interleaved rounds."""
+    reps: dict[str, int] = {}
+    for name, mod in modules.items():
+        mod(*inputs)                              # warm: first-touch pages, caches, threads
+        t0 = time.perf_counter()
+        mod(*inputs)
+        one = max(time.perf_counter() - t0, 1e-7)
+        reps[name] = max(1, min(1000, int(SAMPLE_SECONDS / one)))
+    samples: dict[str, list[float]] = {name: [] for name in modules}
+    for _ in range(ROUNDS):
+        for name, mod in modules.items():
+            t0 = time.perf_counter()
+            for _ in range(reps[name]):
+                mod(*inputs)
+            samples[name].append((time.perf_counter() - t0) / reps[name])
+    return {name: statistics.median(s) for name, s in samples.items()}
+
+
+def tune(kind: str, index: int, op: Op, names: list[str], target: Any, threads: int = 0,
+         progress: Callable[[str], None] | None = None) -> tuple[str, str]:
+    """(the fastest of `names` for `op` on this machine, why): from autotune.json when this
+    op was timed before, else timed now and recorded."""
+    from solir.driver import Compilation
+    from solir.lower.pipeline import Options
+    from solir.runtime.load import CompiledModule, default_num_threads
+    threads = threads or default_num_threads()
+    key = tune_key(kind, op, target, threads)
+    entry = _read_db().get(key)
+    if entry is None or entry.get("choice") not in names or \
+            not set(names) <= set(entry.get("ms", {})):
+        module, inputs = isolate(op)
+        say = progress or (lambda s: None)
+        work = Path(tempfile.mkdtemp(prefix="solir-autotune-"))
+        try:
+            loaded = {}
+            for name in names:
+                say(f"autotune {kind}:{index}: compiling {name}")
+                comp = Compilation(module, target, Options(algorithms=((kind, name),)))
+                comp.write_artifact(work / name)
+                loaded[name] = CompiledModule(work / name, num_threads=threads)
+            say(f"autotune {kind}:{index}: timing {', '.join(names)}")
+            seconds = _time_candidates(loaded, inputs)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)   # (loaded libraries stay mapped)
+        ms = {name: round(s * 1e3, 4) for name, s in seconds.items()}
+        entry = {"choice": min(ms, key=ms.__getitem__), "ms": ms,
+                 "when": time.strftime("%Y-%m-%d %H:%M:%S")}
+        _write_entry(key, entry)
+    ms = entry["ms"]
+    best = entry["choice"]
+    others = ", ".join(f"{n} {ms[n]:.3g}" for n in names if n != best)
+    how = f"timed at {threads} thread{'s' if threads > 1 else ''} ({entry['when'][:16]})"
+    return best, f"{how}: {ms[best]:.3g} ms" + (f" (against {others})" if others else "")
+
+
+__all__ = ["candidates", "db_path", "isolate", "tune", "tune_key"]
