@@ -39,9 +39,9 @@ def test_autotune_times_every_candidate_and_remembers_the_winner(own_cache, inpu
     timed = []
     real = autotune._time_candidates
 
-    def spy(modules, args):
+    def spy(modules, args, flush_bytes):
         timed.append(sorted(modules))
-        return real(modules, args)
+        return real(modules, args, flush_bytes)
     monkeypatch.setattr(autotune, "_time_candidates", spy)
 
     f = solir.jit(conv, autotune=True, num_threads=1)

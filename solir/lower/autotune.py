@@ -6,7 +6,8 @@ For each conv / dot_general the cost model would hand to a fast algorithm, the o
 into a module of its own (its constant weights kept constant, so prepacking and Winograd's
 weight transform happen at compile time as in the model; other operands become seeded random
 inputs), compiled once per candidate, and each candidate is called in interleaved rounds so
-that the machine's drift hits them all alike; the lowest median wins. `loops` is a candidate
+that the machine's drift hits them all alike, each call from flushed caches (in a model the
+weights come from memory); the lowest median wins. `loops` is a candidate
 only for ops under LOOPS_MACS multiply-adds, where it can win; above that it loses by an
 order of magnitude and timing it would cost seconds.
 
@@ -40,8 +41,7 @@ from solir.runtime.cache import cache_root
 
 DB_NAME = "autotune.json"
 LOOPS_MACS = 1 << 20      # loops is timed only below this many multiply-adds
-ROUNDS = 7                # interleaved samples per candidate
-SAMPLE_SECONDS = 2e-3     # each sample repeats calls until it lasts about this long
+ROUNDS = 9                # interleaved samples per candidate, each one call from cold caches
 
 
 def db_path() -> Path:
@@ -113,22 +113,22 @@ def candidates(kind: str, op: Op, macs: int) -> list[str]:
             if choice.applies(op) is None and (name != "loops" or macs < LOOPS_MACS)]
 
 
-def _time_candidates(modules: dict[str, Any], inputs: list[np.ndarray]) -> dict[str, float]:
-    """Median seconds per call of each module, sampled in interleaved rounds."""
-    reps: dict[str, int] = {}
-    for name, mod in modules.items():
-        mod(*inputs)                              # warm: first-touch pages, caches, threads
-        t0 = time.perf_counter()
-        mod(*inputs)
-        one = max(time.perf_counter() - t0, 1e-7)
-        reps[name] = max(1, min(1000, int(SAMPLE_SECONDS / one)))
+def _time_candidates(modules: dict[str, Any], inputs: list[np.ndarray],
+                     flush_bytes: int) -> dict[str, float]:
+    """Median seconds per call of each module, sampled in interleaved rounds. Each sample
+    starts with the caches flushed (`flush_bytes` written): in a model an op's weights come
+    from memory (ResNet-18's exceed the L3), so an algorithm whose transformed weights are
+    larger must pay for reading them, as it does there."""
+    flush = np.empty(max(flush_bytes, 1) // 8, np.float64)
+    for mod in modules.values():
+        mod(*inputs)                              # warm: first-touch pages, threads
     samples: dict[str, list[float]] = {name: [] for name in modules}
     for _ in range(ROUNDS):
         for name, mod in modules.items():
+            flush.fill(1.0)
             t0 = time.perf_counter()
-            for _ in range(reps[name]):
-                mod(*inputs)
-            samples[name].append((time.perf_counter() - t0) / reps[name])
+            mod(*inputs)
+            samples[name].append(time.perf_counter() - t0)
     return {name: statistics.median(s) for name, s in samples.items()}
 
 
@@ -155,7 +155,7 @@ def tune(kind: str, index: int, op: Op, names: list[str], target: Any, threads: 
                 comp.write_artifact(work / name)
                 loaded[name] = CompiledModule(work / name, num_threads=threads)
             say(f"autotune {kind}:{index}: timing {', '.join(names)}")
-            seconds = _time_candidates(loaded, inputs)
+            seconds = _time_candidates(loaded, inputs, 2 * target.l3_kib * 1024)
         finally:
             shutil.rmtree(work, ignore_errors=True)   # (loaded libraries stay mapped)
         ms = {name: round(s * 1e3, 4) for name, s in seconds.items()}
