@@ -165,8 +165,10 @@ def test_bool_reductions():
 
 @pytest.mark.parametrize("axis", [0, 1])
 @pytest.mark.parametrize("reverse", [False, True])
-def test_cumulative(axis, reverse):
-    x = data((5, 9))
+@pytest.mark.parametrize("shape", [(5, 9), (20, 9)])
+def test_cumulative(axis, reverse, shape):
+    """(20 rows: more than a vector of them beside a scan along the rows' last axis)"""
+    x = data(shape)
     check(lambda x: (jax.lax.cumsum(x, axis, reverse), jax.lax.cummax(x, axis, reverse)), x)
 
 

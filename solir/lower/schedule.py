@@ -240,19 +240,34 @@ def choose_vector_dim(op: Op, ctx: PassContext) -> tuple[int, int] | None:
         return None
     candidates = []
     par = [d for d in order if its[d] == "p"]
-    if par:
-        # The output's innermost dim; reduction loops (if any) run inside it, per lane-vector.
+    if par and max(par) == max(d for d, it in enumerate(its) if it != "r"):
+        # The output's innermost dim (not when a scan's dim is: the lanes would not be
+        # contiguous in the output); reduction loops (if any) run inside it, per lane-vector.
         candidates.append(max(par))
     if comb not in (None, "argmax", "argmin") and "s" not in its and its[order[-1]] == "r":
         candidates.append(order[-1])             # an innermost reduction over contiguous data
-    best: tuple[int, int] | None = None
+    best: tuple[tuple[int, int], int, int] | None = None
     for d in candidates:
-        if dims[d] < lanes or not _vectorizable_along(op, d):
+        width = _width_for(dims[d], lanes) if its[d] == "p" else lanes
+        if dims[d] < width or not _vectorizable_along(op, d):
             continue
-        cost = _gathers_along(op, d)
+        cost = (_gathers_along(op, d), -width)
         if best is None or cost < best[0]:
-            best = (cost, d)
-    return None if best is None else (best[1], lanes)
+            best = (cost, d, width)
+    return None if best is None else (best[1], best[2])
+
+
+MIN_NARROW_LANES = 4      # a parallel axis shorter than a vector uses a narrower one down to this
+
+
+def _width_for(extent: int, lanes: int) -> int:
+    """The vector width for a parallel axis: the target's, or for an axis shorter than that the
+    widest power of two that fits (a 14-wide row: two 8-lane vectors, the second shifted back
+    to overlap the first, where it would be 14 scalar iterations)."""
+    if extent >= lanes:
+        return lanes
+    width = 1 << (max(extent, 1).bit_length() - 1)
+    return width if width >= MIN_NARROW_LANES else lanes
 
 
 MAX_PADDED_STRIDE = 4     # a padded read with lanes this far apart is one masked load + shuffle
