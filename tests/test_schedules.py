@@ -207,6 +207,72 @@ def test_winograd_matches_the_interpreter_and_jax(case):
     np.testing.assert_allclose(got, direct, rtol=0, atol=tol * scale)
 
 
+@st.composite
+def depthwise_case(draw):
+    n, c = draw(st.integers(1, 2)), draw(st.integers(1, 6))
+    h, w = draw(st.integers(1, 20)), draw(st.integers(1, 40))
+    kh, kw = draw(st.integers(1, 5)), draw(st.integers(1, 5))
+    stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    dilation = tuple(1 if s > 1 else draw(st.integers(1, 2)) for s in stride)
+    pads = tuple((draw(st.integers(0, 2)), draw(st.integers(0, 2))) for _ in range(2))
+    assume = all(size + lo + hi >= (k - 1) * d + 1 for size, (lo, hi), k, d
+                 in zip((h, w), pads, (kh, kw), dilation))
+    constant = draw(st.booleans())
+    threads = draw(st.sampled_from([1, 2]))
+    return n, c, h, w, kh, kw, stride, dilation, pads, constant, threads, assume
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=depthwise_case())
+def test_depthwise_stencil_matches_the_interpreter_and_jax(case):
+    """The depthwise kernel (solir/ir/ops/depthwise.py): strides 1-3 (phases), dilation at
+    stride 1, asymmetric pads, kernels up to 5x5, batches, rows shorter and longer than a
+    vector, constant or runtime weights, one or two threads (f64: tests/test_passes.py)."""
+    import jax
+    from hypothesis import assume
+    n, c, h, w, kh, kw, stride, dilation, pads, constant, threads, fits = case
+    assume(fits)
+    dtype = np.float32
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((n, c, h, w)).astype(dtype)
+    k = rng.standard_normal((c, 1, kh, kw)).astype(dtype)
+
+    def conv(x, k):
+        return jax.lax.conv_general_dilated(x, k, stride, pads, rhs_dilation=dilation,
+                                            dimension_numbers=("NCHW", "OIHW", "NCHW"),
+                                            feature_group_count=c)
+
+    fn, args = ((lambda x: conv(x, k)), [x]) if constant else (conv, [x, k])
+    f = solir.jit(fn, algorithms={"conv": "depthwise"}, num_threads=threads,
+                  options=solir.Options(parallel_min_work=1))
+    lowered = f.lower(*args)
+    assert "dw_stencil" in lowered.as_text("lower-to-kernels")
+    (want,) = run_module(lowered.compilation.module, args)
+    got = np.asarray(f(*args))
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got, np.asarray(jax.jit(conv)(x, k)), rtol=1e-4, atol=1e-4)
+
+
+def test_depthwise_cost_model():
+    """Stride 1, or rows shorter than a vector: the stencil; strided long rows: the loop nest;
+    a channel multiplier (groups < outputs): the loop nest, and forcing the stencil says why."""
+    import jax
+    x = np.zeros((1, 32, 56, 56), np.float32)
+
+    def line(stride, mult=1, force=None):
+        k = np.ones((32 * mult, 1, 3, 3), np.float32)
+        fn = lambda x: jax.lax.conv_general_dilated(   # noqa: E731
+            x, k, (stride, stride), ((1, 1), (1, 1)), feature_group_count=32,
+            dimension_numbers=("NCHW", "OIHW", "NCHW"))
+        return solir.jit(fn, algorithms={"conv": force} if force else None).lower(x).as_text(
+            "algorithms").splitlines()[1]
+    assert "depthwise" in line(1) and "stride 1" in line(1)
+    assert " loops " in line(2) and "rows of 28" in line(2)
+    assert " loops " in line(1, mult=2)
+    with pytest.raises(solir.SolirError, match="cannot use 'depthwise': needs one filter per channel"):
+        line(1, mult=2, force="depthwise")
+
+
 def test_winograd_cost_model_and_its_limits():
     """The cost model takes Winograd F(4x4) for a 56x56 image with 64 channels, F(2x2) for
     14x14 with 256, the transposed product for 7x7 with 512 (Winograd's tiles would be mostly

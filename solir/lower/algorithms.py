@@ -13,6 +13,9 @@ changes what is computed, only how (tests/test_schedules.py checks every choice)
                                   3x3 stride-1 NCHW convs (solir/ir/ops/winograd.py)
                         winograd2 F(2x2, 3x3): the same with 16 products (smaller tiles
                                   for small images, a little more accurate)
+                        depthwise one filter per channel (NCHW): a 1-d stencil over each
+                                  zero-padded plane, vectors along the whole plane
+                                  (solir/ir/ops/depthwise.py)
                         loops     one loop nest over output x (channel, window): any layout,
                                   groups (depthwise), integer types
     tensor.dot_general  matmul    the packed register-blocked microkernel
@@ -78,6 +81,11 @@ def _rows(op: Op) -> str | None:
     return why
 
 
+def _depthwise(op: Op) -> str | None:
+    from solir.ir.ops.depthwise import depthwise_applies
+    return depthwise_applies(op)
+
+
 def _winograd(op: Op) -> str | None:
     from solir.ir.ops.contract import conv_params
     from solir.ir.ops.winograd import winograd_applies
@@ -93,6 +101,8 @@ ALGORITHMS: dict[str, dict[str, Choice]] = {
                               "then a transpose (small images)"),
         "winograd": Choice("winograd", _winograd, "Winograd F(4x4,3x3) around the microkernel"),
         "winograd2": Choice("winograd2", _winograd, "Winograd F(2x2,3x3) around the microkernel"),
+        "depthwise": Choice("depthwise", _depthwise, "a stencil over each channel's padded "
+                            "plane (one filter per channel)"),
         "loops": Choice("loops", _always, "one loop nest over outputs x (channel, window)"),
     },
     "dot": {
@@ -158,10 +168,30 @@ def conv_costs(op: Op, target: Target) -> dict[str, float]:
     return costs
 
 
+def _default_depthwise(op: Op, target: Target) -> tuple[str, str]:
+    """One filter per channel: the plane stencil keeps whole vectors busy where the conv's
+    own loop nest works along rows, which pays at stride 1 and on rows shorter than a vector;
+    a strided conv with long rows computes as many outputs either way, and the stencil's
+    phases add taps past the kernel's end (16 for a 3x3 at stride 2), so it stays a loop nest."""
+    from solir.ir.ops.contract import conv_params
+    lhs, rhs = op.operands
+    p = conv_params(lhs.type, rhs.type, op.attrs)
+    ow, lanes = p["out_shape"][3], target.lanes(op.results[0].type.dtype.itemsize)
+    if p["strides"] == (1, 1):
+        return "depthwise", "one filter per channel, stride 1: a stencil over each padded plane"
+    if ow < lanes:
+        return "depthwise", (f"one filter per channel, rows of {ow} (< {lanes} lanes): a "
+                             "stencil over each padded plane")
+    return "loops", (f"one filter per channel at stride {p['strides'][0]}x{p['strides'][1]} with "
+                     f"rows of {ow}: the loop nest along rows (the stencil adds taps here)")
+
+
 def _default(kind: str, op: Op, target: Target) -> tuple[str, str]:
     """The cost model: (choice, why)."""
     fast = "im2col" if kind == "conv" else "matmul"
     why_not = ALGORITHMS[kind][fast].applies(op)
+    if kind == "conv" and _depthwise(op) is None:
+        return _default_depthwise(op, target)
     if why_not is not None:          # (Winograd needs what im2col needs, and more)
         return "loops", f"{fast} does not apply: {why_not}"
     n = macs(op)
@@ -221,12 +251,11 @@ def contractions(module: Module) -> Iterator[tuple[str, int, Op]]:
 
 
 def _autotune(kind: str, index: int, op: Op, ctx: PassContext) -> tuple[str, str] | None:
-    """The measured choice (solir/lower/autotune.py) for an op a fast algorithm computes,
-    None where there is nothing to time."""
+    """The measured choice (solir/lower/autotune.py) among the algorithms that can compute
+    the op, None where there is nothing to choose from."""
     from solir.lower import autotune
-    fast = "im2col" if kind == "conv" else "matmul"
     n = macs(op)
-    if ALGORITHMS[kind][fast].applies(op) is not None or n < 4096:
+    if n < 4096:
         return None
     names = autotune.candidates(kind, op, n)
     if len(names) < 2:

@@ -9,7 +9,8 @@ inputs), compiled once per candidate, and each candidate is called in interleave
 that the machine's drift hits them all alike, each call from flushed caches (in a model the
 weights come from memory); the lowest median wins. `loops` is a candidate
 only for ops under LOOPS_MACS multiply-adds, where it can win; above that it loses by an
-order of magnitude and timing it would cost seconds.
+order of magnitude and timing it would cost seconds (except against the depthwise stencil,
+which it can beat).
 
 The results live in `autotune.json` in the compile cache (SOLIR_CACHE_DIR), keyed by the op
 (kind, operand types, attributes, whether the weights are constant), the target and the
@@ -108,9 +109,13 @@ def isolate(op: Op) -> tuple[Module, list[np.ndarray]]:
 
 
 def candidates(kind: str, op: Op, macs: int) -> list[str]:
+    """The algorithms to time: those that apply, `loops` only where it can win (small ops,
+    and depthwise convs, where it competes with the stencil)."""
     from solir.lower.algorithms import ALGORITHMS
-    return [name for name, choice in ALGORITHMS[kind].items()
-            if choice.applies(op) is None and (name != "loops" or macs < LOOPS_MACS)]
+    names = [name for name, choice in ALGORITHMS[kind].items() if choice.applies(op) is None]
+    if "loops" in names and macs >= LOOPS_MACS and "depthwise" not in names:
+        names.remove("loops")
+    return names
 
 
 def _time_candidates(modules: dict[str, Any], inputs: list[np.ndarray],

@@ -157,6 +157,38 @@ def _index_expr(b: Builder, via: AffineMap, dim: int, cache: dict[int, Value]) -
     return b("tensor.add", total, const(e.const)) if e.const else total
 
 
+def _through_unit_reshape(op: Op, i: int, uses: dict[Value, list[Op]],
+                          returned: set[Value]) -> tuple[Op, Value] | None:
+    """When input i of `op` is a reshape that only adds or drops unit dims ([c, h, w] as
+    [1, c, h, w]) of a generic's result, read by `op` alone: `op` as if it read the generic's
+    result directly (its map i rewritten to the generic's dims), and that result. A unit
+    dim's index is 0, so the rewrite drops the map's expressions for the view's unit dims and
+    reads 0 along the source's."""
+    v = op.operands[i]
+    owner = v.owner
+    if getattr(owner, "name", "") != "tensor.reshape" or not _is_generic(owner.operands[0]):
+        return None
+    src = owner.operands[0]
+    if v in returned or len({id(u) for u in uses.get(v, [])}) != 1:
+        return None
+    m = op.attrs["maps"][i]
+    if m is None or m.divides:
+        return None
+    s_shape, d_shape = src.type.shape, v.type.shape
+    if [n for n in s_shape if n != 1] != [n for n in d_shape if n != 1]:
+        return None
+    kept = iter(e for e, n in zip(m.exprs, d_shape) if n != 1)
+    exprs = tuple(AffineExpr.constant(m.n_dims, 0) if n == 1 else next(kept) for n in s_shape)
+    maps = list(op.attrs["maps"])
+    maps[i] = AffineMap(m.n_dims, exprs)
+    operands = list(op.operands)
+    operands[i] = src
+    view = make_op(op.opdef, operands, [r.type for r in op.results],
+                   _with_inputs(op.attrs, maps, list(_pads(op))), op.loc, op.regions,
+                   [r.name for r in op.results])
+    return view, src
+
+
 def fuse_block(block: Block) -> None:
     returned = set(block.ops[-1].operands)
     pos = len(block.ops) - 1
@@ -168,11 +200,15 @@ def fuse_block(block: Block) -> None:
         uses = users(block)
         fused = None
         for i, v in enumerate(op.operands):
+            consumer = op
             if not _is_generic(v):
-                continue
+                seen_through = _through_unit_reshape(op, i, uses, returned)
+                if seen_through is None:
+                    continue
+                consumer, v = seen_through
             n_users = len({id(u) for u in uses.get(v, [])})
-            if can_fuse(v.owner, op, i, n_users, v in returned):  # type: ignore[arg-type]
-                fused = fuse_into(op, i, v.owner)  # type: ignore[arg-type]
+            if can_fuse(v.owner, consumer, i, n_users, v in returned):  # type: ignore[arg-type]
+                fused = fuse_into(consumer, i, v.owner)  # type: ignore[arg-type]
                 break
         if fused is None:
             pos -= 1
@@ -208,12 +244,40 @@ def canonicalize_kernels(module: Module, ctx: PassContext) -> Module:
                 ops.append(op)
                 continue
             tidy = _tidy_generic(op)
-            made = _coalesce(tidy)
+            made = _drop_unit_dims(tidy)
+            inner = _coalesce(made[0])
+            if len(made) > 1:           # the view back reads what replaced the kernel
+                made[1].operands = [inner[-1].results[0]]
+            made = inner + made[1:]
             ops += made
             mapping.update(zip(op.results, made[-1].results))
         f.body.ops = ops
         dce(f.body)
     return module
+
+
+def _drop_unit_dims(op: Op) -> list[Op]:
+    """An elementwise kernel over [1, c, h, w] runs over [c, h, w] (a dim of extent 1 only
+    ever has index 0), and its result is viewed back: its first loop is then the channels,
+    which threads split and group-rows runs a channel at a time. Returns [op] unchanged, or
+    [the new kernel, the view back] (its operands are read as before)."""
+    a = op.attrs
+    dims = list(a["dims"])
+    keep = [k for k, n in enumerate(dims) if n != 1]
+    if (set(a["iterators"]) != {"p"} or len(keep) == len(dims) or not keep
+            or any(o.name == "kernel.index" for o in op.regions[0].ops)):
+        return [op]
+    maps = [None if m is None else AffineMap(len(keep), tuple(
+        AffineExpr(tuple(e.coeffs[k] for k in keep), e.const, e.div) for e in m.exprs))
+        for m in a["maps"]]
+    out = op.results[0].type
+    attrs = {**a, "dims": tuple(dims[k] for k in keep), "maps": tuple(maps),
+             "iterators": "p" * len(keep)}
+    new = make_op(op.opdef, list(op.operands), [TensorType(attrs["dims"], out.dtype)], attrs,
+                  op.loc, [op.regions[0]], [op.results[0].name])
+    back = make_op(all_ops()["tensor.reshape"], [new.results[0]], [out], {"shape": out.shape},
+                   op.loc, [], [op.results[0].name])
+    return [new, back]
 
 
 SHORT_ROW = 256     # an elementwise kernel's innermost extent below this is merged outward

@@ -11,7 +11,8 @@ memory at all. Results are unchanged: every member computes each element exactly
 A member qualifies when its outermost loop is dim 0 over the same R rows, parallel, not the
 vector dim (a 1-d member loses its vector: it does one element per row), and it reads values
 made earlier in the group only at its own row (map expression 0 is exactly d0 and no other
-expression uses d0).
+expression uses d0). A reshape that keeps the rows (`kernel.view` with the same dim 0) may
+sit between members: it stays an alias, of the row buffer when its source is row-local.
 """
 
 from __future__ import annotations
@@ -52,6 +53,15 @@ def group_rows(module: Module, ctx: PassContext) -> Module:
     return module
 
 
+def _row_view(op: Op, rows: int) -> bool:
+    """A reshape that keeps dim 0 (the rows): each row of the view is the same row of its
+    source, so a member may read a value made earlier in the group through it."""
+    if op.name != "kernel.view":
+        return False
+    src, out = op.operands[0].type.shape, op.result.type.shape
+    return bool(src) and bool(out) and src[0] == out[0] == rows
+
+
 def _group(f: Func) -> None:
     ops = f.body.ops
     users: dict[Value, list[Op]] = {}
@@ -66,14 +76,22 @@ def _group(f: Func) -> None:
             i += 1
             continue
         members = [ops[i]]
+        made = {ops[i].result}
         j = i + 1
-        while j < len(ops) and _rows(ops[j]) == rows:
-            made = {m.result for m in members}
-            if not all(v not in made or _reads_own_row(ops[j], k)
-                       for k, v in enumerate(ops[j].operands)):
+        while j < len(ops):
+            nxt = ops[j]
+            if _row_view(nxt, rows) and nxt.operands[0] in made:
+                members.append(nxt)          # transparent: emitted as an alias of its source
+            elif _rows(nxt) == rows and all(v not in made or _reads_own_row(nxt, k)
+                                            for k, v in enumerate(nxt.operands)):
+                members.append(nxt)
+            else:
                 break
-            members.append(ops[j])
+            made.add(nxt.result)
             j += 1
+        while members[-1].name == "kernel.view":     # views after the last member stay out
+            members.pop()
+            j -= 1
         if len(members) > 1:
             _mark(members, users, gid, any(m.attrs.get("parallel") is not None for m in members))
             gid += 1
@@ -82,8 +100,15 @@ def _group(f: Func) -> None:
 
 def _mark(members: list[Op], users: dict[Value, list[Op]], gid: int, parallel: bool) -> None:
     inside = {id(m) for m in members}
+
+    def used_inside_only(v: Value) -> bool:
+        return all(id(u) in inside and (u.name != "kernel.view" or used_inside_only(u.result))
+                   for u in users.get(v, [])) and bool(users.get(v))
+
     for m in members:
         m.attrs["row_group"] = gid
+        if m.name == "kernel.view":
+            continue
         m.attrs["row_parallel"] = parallel
         m.attrs.pop("parallel", None)
         vec = m.attrs.get("vector")
@@ -91,6 +116,5 @@ def _mark(members: list[Op], users: dict[Value, list[Op]], gid: int, parallel: b
             m.attrs.pop("vector", None)
         out = m.result
         row_bytes = out.type.nbytes // max(out.type.shape[0], 1)
-        local = users.get(out) and all(id(u) in inside for u in users[out])
-        if local and row_bytes <= MAX_ROW_BYTES:
+        if used_inside_only(out) and row_bytes <= MAX_ROW_BYTES:
             m.attrs["row_local"] = True

@@ -216,6 +216,9 @@ def _lower_conv(op: Op, b: Builder) -> list[Value]:
         weights = rhs.owner.attrs["value"] if getattr(rhs.owner, "name", "") == "tensor.constant" \
             else None  # type: ignore[union-attr]
         return [build_winograd_conv(op, b, WINOGRAD[algorithm], weights)]
+    if algorithm == "depthwise":
+        from solir.ir.ops.depthwise import build_depthwise_conv
+        return [build_depthwise_conv(op, b)]
     if algorithm in ("im2col", "im2col_rows"):
         im2col = _conv_as_matmul(op, b, rows=algorithm == "im2col_rows")
         if im2col is not None:

@@ -18,7 +18,7 @@ from solir.ir.core import Func, Module, Value
 from solir.lower.llvm.kernels import EMITTERS, UNITS
 from solir.lower.llvm.kernels.generic import PTR
 from solir.lower.llvm.kernels.rows import (emit_row_group, external_values, group_members,
-                                           group_rows_count)
+                                           group_rows_count, loop_members)
 from solir.lower.llvm.loops import I64, const64
 from solir.targets import Target
 
@@ -65,9 +65,12 @@ def _emit_func(llmod: ir.Module, f: Func, target: Target, blob_dir: Path | None)
             members = group_members(ops, i)
             i += len(members) - 1
             for m in members:
-                if not m.attrs.get("row_local"):
+                if m.name == "kernel.view":
+                    if m.operands[0] in ptrs:         # (a view of a row buffer has no address here)
+                        ptrs[m.result] = ptrs[m.operands[0]]
+                elif not m.attrs.get("row_local"):
                     ptrs[m.result] = _placement(b, m, out_ptrs, workspace, i)
-            kname = f"{f.name}.k{i}.rows_{_clean('+'.join(m.attrs.get('kernel') or '' for m in members))}"
+            kname = f"{f.name}.k{i}.rows_{_clean('+'.join(m.attrs.get('kernel') or '' for m in loop_members(members)))}"
             chunk = emit_row_group(llmod, members, target, kname)
             ext = external_values(members)
             bufs = b.alloca(PTR, size=I32(len(ext)), name=f"args{i}")

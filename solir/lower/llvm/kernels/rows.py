@@ -30,11 +30,25 @@ def group_members(ops: list[Op], start: int) -> list[Op]:
     return ops[start:end]
 
 
+def local_values(members: list[Op]) -> set[Value]:
+    """Values in row buffers: row-local results and the views of them."""
+    local = {m.result for m in members if m.attrs.get("row_local")}
+    for m in members:
+        if m.name == "kernel.view" and m.operands[0] in local:
+            local.add(m.result)
+    return local
+
+
+def loop_members(members: list[Op]) -> list[Op]:
+    """The members that are loop nests (the others are views, aliases of their source)."""
+    return [m for m in members if m.name != "kernel.view"]
+
+
 def external_values(members: list[Op]) -> list[Value]:
     """Buffers the group reads or writes that live outside it, in a fixed order."""
-    local = {m.result for m in members if m.attrs.get("row_local")}
+    local = local_values(members)
     out: list[Value] = []
-    for m in members:
+    for m in loop_members(members):
         for v in list(m.operands) + [m.result]:
             if v not in local and v not in out:
                 out.append(v)
@@ -53,7 +67,7 @@ def emit_row_group(llmod: ir.Module, members: list[Op], target: Target, name: st
         slot = b.gep(bufs, [const64(k)], source_etype=PTR, inbounds=True)
         ptrs[v] = b.load(slot, typ=PTR)
     local: dict[Value, tuple[ir.Value, int]] = {}
-    for m in members:
+    for m in loop_members(members):
         if m.attrs.get("row_local"):
             row_bytes = m.result.type.nbytes // m.result.type.shape[0]
             buf = b.alloca(I8, size=ir.Constant(ir.IntType(32), max(row_bytes, 1)), name="row")
@@ -68,6 +82,10 @@ def emit_row_group(llmod: ir.Module, members: list[Op], target: Target, name: st
             row_ptrs[v] = b.gep(buf, [b.mul(r, const64(-row_bytes))], source_etype=I8)
             row_ptrs[v].type = PTR      # llvmlite types an alloca i8*; the emitter's are `ptr`
         for i, m in enumerate(members):
+            if m.name == "kernel.view":
+                if m.operands[0] in local_values(members):
+                    row_ptrs[m.result] = row_ptrs[m.operands[0]]
+                continue
             em = _GenericEmitter(llmod, m, target, name, fn=fn, builder=b)
             em.prefetch = ahead.get(i, {})
             em.emit_row([row_ptrs[v] for v in list(m.operands) + [m.result]], r)
@@ -86,17 +104,21 @@ def _next_row_prefetches(members: list[Op], target: Target) -> dict[int, dict[in
     L1 and nothing else would keep the memory system busy: without this, each row's first
     pass waits for DRAM."""
     big = target.l2_kib * 1024
-    local = {m.result for m in members if m.attrs.get("row_local")}
+    local = local_values(members)
     made = {m.result for m in members}
     plan: dict[int, dict[int, int]] = {}
     seen: set[Value] = set()
     for i, m in enumerate(members):
+        if m.name == "kernel.view":
+            continue
         for k, v in enumerate(m.operands):
             if v in seen or v in made or v.type.nbytes < big or not v.type.shape:
                 continue
             seen.add(v)
             plan.setdefault(i, {})[k] = v.type.size // v.type.shape[0]
     for i in reversed(range(len(members))):
+        if members[i].name == "kernel.view":
+            continue
         out = members[i].result
         if out not in local and out.type.nbytes >= big and out.type.shape:
             plan.setdefault(i, {})[len(members[i].operands)] = out.type.size // out.type.shape[0]

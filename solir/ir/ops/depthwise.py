@@ -1,0 +1,145 @@
+"""Depthwise convolution (one filter per channel: feature_group_count = C = O) as a 1-d stencil
+over each channel's zero-padded plane, so the vectors run along whole planes instead of rows.
+
+A 14x14 or 7x7 plane has rows shorter than a vector, which the conv's own loop nest (`loops`)
+computes an element at a time, with a bounds check per tap. Here, per channel:
+
+    pad      Xp[c, Hx, Wp] = X[c, y - PT, x - PL] (0 outside)   Wp = PL + W + PR, rounded up
+                                                                  to a multiple of the column
+                                                                  stride SX
+    stencil  Z[c, i] = sum_{ky, kx} Xp[c, SX*i + ky*DY*Wp + kx*DX] * w[c, ky, kx]
+                                                                  i < OH*P, P = SY*Wp/SX
+    crop     Y[c, r, col] = Z[c, r*P + col]                       col < OW
+
+Output row r, column col is flat index i = r*P + col: SX*i = r*SY*Wp + col*SX is exactly where
+its window starts in the padded plane, so every tap is an affine read along i, the stencil is
+one vectorizable loop over the plane with the taps in registers, and only the P - OW columns
+past each row's end (2 of 16 for a 3x3 stride-1 conv on a 14x14 plane; half of them at
+stride 2) are computed and dropped. The three loop nests share their channel loop, so
+group-rows runs them a channel at a time with the padded plane in L1; the crop is where a
+bias, BN or activation fuses. Each output is summed over the taps in (ky, kx) order, as the
+conv's own loop nest does.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from solir.ir.attrs import AffineExpr, AffineMap
+from solir.ir.core import Builder, Op, Value
+from solir.ir.ops.kernel import build_generic
+from solir.ir.types import DType
+
+
+def depthwise_applies(op: Op) -> str | None:
+    """Why the depthwise kernel cannot compute this conv (None: it can)."""
+    from solir.ir.ops.contract import conv_params
+    lhs, rhs = op.operands
+    out = op.results[0].type
+    p = conv_params(lhs.type, rhs.type, op.attrs)
+    if out.dtype not in (DType.F32, DType.F64) or not lhs.type.dtype == rhs.type.dtype == out.dtype:
+        return f"needs f32/f64 operands of one dtype, has {lhs.type.dtype}, {rhs.type.dtype}"
+    if p["ns"] != 2 or any(list(p[k]) != [0, 1, 2, 3] for k in ("lhs_spec", "rhs_spec", "out_spec")):
+        return "needs a 2-d NCHW conv with an OIHW kernel"
+    if not (p["groups"] == p["c"] == p["o"]):
+        return (f"needs one filter per channel (groups = channels = outputs), has groups "
+                f"{p['groups']}, {p['c']} channels, {p['o']} outputs")
+    if p["lhs_dilation"] != (1, 1):
+        return "needs no input dilation"
+    if any(s > 1 and d > 1 for s, d in zip(p["strides"], p["rhs_dilation"])):
+        return "needs stride 1 where the kernel is dilated"
+    if out.size == 0:
+        return "the output is empty"
+    return None
+
+
+def depthwise_geometry(p: dict[str, Any]) -> dict[str, int]:
+    """Phases, phase planes (HQ rows of WQ) and taps per phase (QY x QX) of a conv's params.
+    Stride 1 keeps the dilation in the taps (one phase, tap qy at qy*DY rows); a stride s > 1
+    (without dilation) splits the padded image into s x s phases, tap qy of phase py being
+    kernel row s*qy + py (past the kernel's end it is a zero weight)."""
+    (kh, kw), (sy, sx), (dy, dx) = p["window"], p["strides"], p["rhs_dilation"]
+    (pt, _), (pl, _) = p["padding"]
+    oh, ow = p["out_shape"][2:]
+    qy, qx = -(-kh // sy), -(-kw // sx)
+    ey, ex = (dy if sy == 1 else 1), (dx if sx == 1 else 1)   # a tap's step inside a phase
+    wq = ow + (qx - 1) * ex
+    hq = oh + (qy - 1) * ey + 1          # + a row that the dropped columns' taps run into
+    return {"kh": kh, "kw": kw, "sy": sy, "sx": sx, "ey": ey, "ex": ex, "pt": pt, "pl": pl,
+            "oh": oh, "ow": ow, "qy": qy, "qx": qx, "wq": wq, "hq": hq}
+
+
+def build_depthwise_conv(op: Op, b: Builder) -> Value:
+    import numpy as np
+
+    from solir.ir.ops.contract import _mul_body, conv_params
+    lhs, rhs = op.operands
+    out = op.results[0].type
+    p = conv_params(lhs.type, rhs.type, op.attrs)
+    g = depthwise_geometry(p)
+    n, c = p["n"], p["c"]
+    sy, sx, hq, wq, oh, ow = g["sy"], g["sx"], g["hq"], g["wq"], g["oh"], g["ow"]
+    dt = out.dtype
+    # Batch 1 drops the batch dim so that the channel is each loop nest's first (the rows
+    # group-rows runs a channel at a time); the batch, when there is one, leads instead.
+    lead = [c] if n == 1 else [n, c]
+    nl = len(lead)
+    x = b("tensor.reshape", lhs, shape=(c, *lhs.type.shape[2:])) if n == 1 else lhs
+
+    def expr(nd: int, terms: dict[int, int], const: int = 0) -> AffineExpr:
+        coeffs = [0] * nd
+        for k, v in terms.items():
+            coeffs[k] += v
+        return AffineExpr(tuple(coeffs), const)
+
+    def leading(nd: int) -> tuple[AffineExpr, ...]:
+        return tuple(AffineExpr.dim(nd, k) for k in range(nl))
+
+    # the weights as [c, QY*sy, QX*sx], zero past the kernel (a constant is padded here)
+    kh, kw = g["kh"], g["kw"]
+    ty, tx = g["qy"] * sy, g["qx"] * sx
+    weights = rhs.owner.attrs["value"] if getattr(rhs.owner, "name", "") == "tensor.constant" \
+        else None  # type: ignore[union-attr]
+    if weights is not None:
+        wpad = np.zeros((c, ty, tx), weights.dtype)
+        wpad[:, :kh, :kw] = weights[:, 0]
+        w, w_pad = b.op("tensor.constant", [], {"value": wpad}).result, None
+    else:
+        w, w_pad = b("tensor.reshape", rhs, shape=(c, kh, kw)), (0 if (ty, tx) != (kh, kw) else None)
+
+    # pad: [lead, py, px, y, x] <- x[lead, sy*y + py - pt, sx*x + px - pl]
+    nd = nl + 4
+    py, px, y, xx = range(nl, nl + 4)
+    pad_map = AffineMap(nd, leading(nd) + (expr(nd, {y: sy, py: 1}, -g["pt"]),
+                                           expr(nd, {xx: sx, px: 1}, -g["pl"])))
+    [xp] = build_generic(b, [*lead, sy, sx, hq, wq], "p" * nd, [(x, pad_map)],
+                         lambda inner, a: [a[0]], [dt], pads=[0], name="dw_pad", loc=op.loc)
+    plane = hq * wq
+    flat = b("tensor.reshape", xp, shape=(*lead, sy * sx * plane))
+
+    # stencil: dims (lead, i, qy, py, qx, px), the phase dims only where the stride is > 1;
+    # output (r, col) is i = r*WQ + col
+    red = [(k, n) for k, n in (("qy", g["qy"]), ("py", sy), ("qx", g["qx"]), ("px", sx)) if n > 1]
+    nd = nl + 1 + len(red)
+    at = {k: nl + 1 + j for j, (k, _) in enumerate(red)}
+
+    def term(**coeffs: int) -> AffineExpr:
+        return expr(nd, {at[k]: v for k, v in coeffs.items() if k in at})
+
+    tap = term(qy=g["ey"] * wq, qx=g["ex"], py=sx * plane, px=plane)
+    tap = AffineExpr(tuple(cf + (1 if k == nl else 0) for k, cf in enumerate(tap.coeffs)))
+    x_map = AffineMap(nd, leading(nd) + (tap,))
+    w_map = AffineMap(nd, (AffineExpr.dim(nd, nl - 1), term(qy=sy, py=1), term(qx=sx, px=1)))
+    [z] = build_generic(b, [*lead, oh * wq, *(n for _, n in red)], "p" * (nl + 1) + "r" * len(red),
+                        [(flat, x_map), (w, w_map)], _mul_body(dt), [dt],
+                        combiner="add" if red else None,
+                        pads=[None, w_pad], name="dw_stencil", loc=op.loc)
+    zr = b("tensor.reshape", z, shape=(*lead, oh, wq))
+
+    # crop: [lead, oh, ow] <- z[lead, r, col]
+    [yv] = build_generic(b, [*lead, oh, ow], "p" * (nl + 2), [(zr, AffineMap.identity(nl + 2))],
+                         lambda inner, a: [a[0]], [dt], name="dw_crop", loc=op.loc)
+    return b("tensor.reshape", yv, shape=out.shape) if n == 1 else yv
+
+
+__all__ = ["build_depthwise_conv", "depthwise_applies", "depthwise_geometry"]
