@@ -103,6 +103,12 @@ def transformer(heads: int) -> Callable[..., Built]:
     return build
 
 
+def mobilenet_v1(image: np.ndarray) -> Built:
+    """MobileNet-v1 with seeded weights (solir.zoo_onnx.mobilenet_v1): only the image is fed."""
+    from solir.zoo_onnx import mobilenet_v1 as build
+    return build(batch=image.shape[0], image=image.shape[2]), {"image": image}
+
+
 def resnet18(image: np.ndarray) -> Built:
     """ResNet-18 with seeded weights (solir.zoo_onnx.resnet18): only the image is fed."""
     from solir.zoo_onnx import resnet18 as build

@@ -81,4 +81,6 @@ WORKLOADS: dict[str, Workload] = {w.name: w for w in [
     # ONNX only (no JAX version): solir through solir.onnx against ONNX Runtime
     Workload("resnet18", None, lambda r: (zoo.normal(r, 1, 3, 224, 224),), 3.63e9,
              4 * (3 * 224 * 224 + 11.7e6), "compute", "quick", ox.resnet18),
+    Workload("mobilenet_v1", None, lambda r: (zoo.normal(r, 1, 3, 224, 224),), 1.137e9,
+             4 * (3 * 224 * 224 + 4.25e6), "compute", "quick", ox.mobilenet_v1),
 ]}

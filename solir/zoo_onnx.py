@@ -152,6 +152,29 @@ def depthwise_cnn(batch: int = 2, image: int = 32, seed: int = 0) -> Any:
     return g.model()
 
 
+MOBILENET_V1 = ((64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2), (512, 1), (512, 1),
+                (512, 1), (512, 1), (512, 1), (1024, 2), (1024, 1))
+
+
+def mobilenet_v1(batch: int = 1, image: int = 224, seed: int = 0) -> Any:
+    """MobileNet-v1 (Howard et al. 2017), width 1.0: a 3x3 stride-2 stem, 13 depthwise 3x3 +
+    pointwise 1x1 blocks (BatchNorm, ReLU), global average pool, a 1000-way classifier."""
+    g = GraphBuilder("mobilenet_v1", seed)
+    x = g.input("image", [batch, 3, image, image])
+    y = g.conv_bn(x, 3, 32, 3, 2, name="stem")
+    c = 32
+    for k, (cout, stride) in enumerate(MOBILENET_V1):
+        y = g.conv_bn(y, c, c, 3, stride, group=c, name=f"dw{k}")
+        y = g.conv_bn(y, c, cout, 1, 1, name=f"pw{k}")
+        c = cout
+    y = g.node("Flatten", [g.node("GlobalAveragePool", [y])])
+    w = g.weight((1000, c), base="fc_w")
+    b = g.const((0.1 * g.rng.standard_normal(1000)).astype(F32), "fc_b")
+    g.node("Gemm", [y, w, b], name="fc", out="logits", transB=1)
+    g.output("logits")
+    return g.model()
+
+
 def transformer_encoder(batch: int = 2, seq: int = 16, vocab: int = 100, d: int = 32,
                         heads: int = 4, layers: int = 2, seed: int = 0) -> Any:
     """Token ids [batch, seq] (int64) and a padding mask [batch, seq] (1 = real token) ->
@@ -231,7 +254,7 @@ def lstm_model(batch: int = 3, seq: int = 12, features: int = 8, hidden: int = 1
 
 MODELS = {"resnet_cnn": resnet_cnn, "depthwise_cnn": depthwise_cnn,
           "transformer_encoder": transformer_encoder, "lstm_model": lstm_model,
-          "resnet18": resnet18}
+          "resnet18": resnet18, "mobilenet_v1": mobilenet_v1}
 
 
 def example_inputs(model: Any, seed: int = 0) -> dict[str, np.ndarray]:

@@ -41,7 +41,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from solir.errors import SolirError, SolirWarning
-from solir.ir.core import Module, Op
+from solir.ir.core import Module, Op, users
 from solir.ir.types import DType
 from solir.lower.pipeline import PassContext, pass_
 from solir.targets import Target
@@ -121,6 +121,11 @@ def macs(op: Op) -> int:
 # multiply-adds: the transforms stream memory at a few elements per cycle where the
 # microkernel does 32 multiply-adds per cycle (2 FMA pipes x 16 lanes).
 TRANSFORM_ELEMENT = 8
+# ... and one element im2col_rows writes (the patches, transposed from the image, and the
+# product transposed back): strided gathers, several times a streaming write. Fitted to the
+# autotuner's timings: a 1x1 conv on 14x14 with 512 channels is 20% slower this way, one
+# with 1024 channels on 7x7 10% faster.
+ROWS_ELEMENT = 48
 # ... and one element of the weights: read once per call, from memory when a model's weights
 # exceed the caches (ResNet-18 has 45 MB), at ~8 bytes per cycle. Winograd's U is t^2/9 times
 # the kernel (4x for F(4x4)), which is what rules it out on the 7x7 layers with 512 channels.
@@ -129,8 +134,9 @@ WEIGHT_ELEMENT = 16
 
 def conv_costs(op: Op, target: Target) -> dict[str, float]:
     """Effective multiply-adds of each fast conv algorithm that applies: the microkernel's
-    products with their rows and columns padded to whole register tiles (a 7x7 image is 49
-    columns, computed as 64, or 49 rows, computed as 54), plus what the algorithm writes
+    products with their rows padded to whole register tiles and their columns to whole
+    vectors of the last panel, at least half a panel (a 7x7 image is 49 columns, computed as
+    64, or 49 rows, computed as 54; 196 columns cost 224), plus what the algorithm writes
     besides (patch matrices, Winograd's transforms, a transpose) and the weights it reads."""
     from solir.ir.ops.contract import conv_params, patches_gathered
     from solir.ir.ops.winograd import tiles_for
@@ -140,10 +146,16 @@ def conv_costs(op: Op, target: Target) -> dict[str, float]:
     p = conv_params(lhs.type, rhs.type, op.attrs)
     size = out.dtype.itemsize
 
+    lanes = target.lanes(size)
+
     def product(batch: int, m: int, n: int, k: int) -> float:
         tiles = matmul_blocking(target, size, m, n, k)
         mr, nr = tiles["mr"], tiles["nr"]
-        return batch * (-(-m // mr) * mr) * (-(-n // nr) * nr) * k
+        # the last panel runs a microkernel of whole vectors, but one that narrow does fewer
+        # FMAs per load: it counts as at least half a panel
+        edge = n % nr and max(-(-(n % nr) // lanes) * lanes, nr // 2)
+        cols = n // nr * nr + edge
+        return batch * (-(-m // mr) * mr) * cols * k
 
     costs: dict[str, float] = {}
     n_img, k_out = p["n"], p["o"]
@@ -155,7 +167,7 @@ def conv_costs(op: Op, target: Target) -> dict[str, float]:
         costs["im2col"] = product(n_img, k_out, cols, reduction) + weights + written
     if _rows(op) is None:
         costs["im2col_rows"] = (product(1, n_img * cols, k_out, reduction) + weights
-                                + TRANSFORM_ELEMENT * n_img * cols * (reduction + k_out))
+                                + ROWS_ELEMENT * n_img * cols * (reduction + k_out))
     if _winograd(op) is None:
         _, _, oh, ow = out.shape
         c_in = rhs.type.shape[1]
@@ -169,21 +181,17 @@ def conv_costs(op: Op, target: Target) -> dict[str, float]:
 
 
 def _default_depthwise(op: Op, target: Target) -> tuple[str, str]:
-    """One filter per channel: the plane stencil keeps whole vectors busy where the conv's
-    own loop nest works along rows, which pays at stride 1 and on rows shorter than a vector;
-    a strided conv with long rows computes as many outputs either way, and the stencil's
-    phases add taps past the kernel's end (16 for a 3x3 at stride 2), so it stays a loop nest."""
+    """One filter per channel: at stride 1 the plane stencil keeps whole vectors busy where
+    the conv's own loop nest works along rows; strided, its phases add taps past the
+    kernel's end (16 for a 3x3 at stride 2) and the loop nest is as fast or faster (both
+    measured by --autotune on MobileNet-v1's layers)."""
     from solir.ir.ops.contract import conv_params
     lhs, rhs = op.operands
     p = conv_params(lhs.type, rhs.type, op.attrs)
-    ow, lanes = p["out_shape"][3], target.lanes(op.results[0].type.dtype.itemsize)
     if p["strides"] == (1, 1):
         return "depthwise", "one filter per channel, stride 1: a stencil over each padded plane"
-    if ow < lanes:
-        return "depthwise", (f"one filter per channel, rows of {ow} (< {lanes} lanes): a "
-                             "stencil over each padded plane")
-    return "loops", (f"one filter per channel at stride {p['strides'][0]}x{p['strides'][1]} with "
-                     f"rows of {ow}: the loop nest along rows (the stencil adds taps here)")
+    return "loops", (f"one filter per channel at stride {p['strides'][0]}x{p['strides'][1]}: "
+                     "the loop nest along rows (the stencil's phases add taps)")
 
 
 def _default(kind: str, op: Op, target: Target) -> tuple[str, str]:
@@ -250,7 +258,8 @@ def contractions(module: Module) -> Iterator[tuple[str, int, Op]]:
                 yield kind, counts[kind] - 1, op
 
 
-def _autotune(kind: str, index: int, op: Op, ctx: PassContext) -> tuple[str, str] | None:
+def _autotune(kind: str, index: int, op: Op, ctx: PassContext,
+              users: dict[Any, list[Op]]) -> tuple[str, str] | None:
     """The measured choice (solir/lower/autotune.py) among the algorithms that can compute
     the op, None where there is nothing to choose from."""
     from solir.lower import autotune
@@ -260,7 +269,15 @@ def _autotune(kind: str, index: int, op: Op, ctx: PassContext) -> tuple[str, str
     names = autotune.candidates(kind, op, n)
     if len(names) < 2:
         return None
-    return autotune.tune(kind, index, op, names, ctx.target, ctx.options.tune_threads, ctx.progress)
+    return autotune.tune(kind, index, op, names, ctx.target, ctx.options.tune_threads, ctx.progress,
+                         autotune.epilogue(op, users))
+
+
+def _users_of(op: Op, module: Module, uses: dict[int, Any]) -> dict[Any, list[Op]]:
+    for f in module.funcs:
+        if op in f.body.ops:
+            return uses[id(f)]
+    return {}
 
 
 @pass_("select-algorithms")
@@ -272,6 +289,7 @@ def select_algorithms(module: Module, ctx: PassContext) -> Module:
                       f"'{ctx.target.name}' (it lacks {', '.join(ctx.target.missing_features())}); "
                       "the cost model chooses", SolirWarning, stacklevel=2)
         tuning = False
+    uses = {id(f): users(f.body) for f in module.funcs} if tuning else {}
     for kind, index, op in contractions(module):
         forced = _override(kind, index, op, overrides)
         if forced is not None and forced in ALGORITHMS[kind]:
@@ -283,7 +301,7 @@ def select_algorithms(module: Module, ctx: PassContext) -> Module:
             op.attrs["algorithm"] = forced
             op.attrs["algorithm_why"] = "forced by the user"
         else:
-            tuned = _autotune(kind, index, op, ctx) if tuning else None
+            tuned = _autotune(kind, index, op, ctx, _users_of(op, module, uses)) if tuning else None
             op.attrs["algorithm"], op.attrs["algorithm_why"] = tuned or _default(kind, op, ctx.target)
     return module
 

@@ -2,12 +2,13 @@
 time every algorithm that can compute a contraction on this machine, once, and remember the
 winner.
 
-For each conv / dot_general the cost model would hand to a fast algorithm, the op is cut out
-into a module of its own (its constant weights kept constant, so prepacking and Winograd's
-weight transform happen at compile time as in the model; other operands become seeded random
-inputs), compiled once per candidate, and each candidate is called in interleaved rounds so
-that the machine's drift hits them all alike, each call from flushed caches (in a model the
-weights come from memory); the lowest median wins. `loops` is a candidate
+Each conv / dot_general with more than one applicable algorithm is cut out into a module of
+its own with the elementwise ops that follow it (a bias, BatchNorm, an activation: they fuse
+into some algorithms' loop nests and not into others), its constant weights kept constant
+(prepacking and Winograd's weight transform happen at compile time as in the model) and
+its other operands seeded random inputs, compiled once per candidate, and each candidate is called in interleaved rounds so
+that the machine's drift hits them all alike, each call with the core's L1 and L2 flushed
+(in a model the ops before it filled them); the lowest median wins. `loops` is a candidate
 only for ops under LOOPS_MACS multiply-adds, where it can win; above that it loses by an
 order of magnitude and timing it would cost seconds (except against the depthwise stencil,
 which it can beat).
@@ -80,22 +81,65 @@ def _attr_text(value: Any) -> str:
     return repr(value)
 
 
-def tune_key(kind: str, op: Op, target: Any, threads: int) -> str:
+def _made_of_constants(v: Any, depth: int = 4) -> bool:
+    """v is a constant, or computed (without regions) from constants only: a bias broadcast."""
+    owner = v.owner
+    if not isinstance(owner, Op):
+        return False
+    if owner.name == "tensor.constant":
+        return True
+    return (depth > 0 and not owner.regions and bool(owner.operands)
+            and all(_made_of_constants(u, depth - 1) for u in owner.operands))
+
+
+def epilogue(op: Op, users: dict[Any, list[Op]]) -> list[Op]:
+    """The elementwise ops that follow `op` one to one (bias, BatchNorm, activation), each
+    the only user of the one before and otherwise reading constants: they fuse into some of
+    the algorithms' loop nests and not into others, so they are timed with the op."""
+    from solir.ir.registry import ELEMENTWISE
+    chain: list[Op] = []
+    cur = op.results[0]
+    while len(users.get(cur, [])) == 1:
+        u = users[cur][0]
+        if u.opdef.kind != ELEMENTWISE or len(u.results) != 1 or u.results[0].type.shape != cur.type.shape:
+            break
+        if not all(v is cur or _made_of_constants(v) for v in u.operands):
+            break
+        chain.append(u)
+        cur = u.results[0]
+    return chain
+
+
+def tune_key(kind: str, op: Op, target: Any, threads: int, chain: list[Op] = ()) -> str:
     """What makes two ops time alike: kind, operand types, attributes, constant weights,
-    the target (with its caches) and the thread count."""
+    the elementwise ops after it, the target (with its caches) and the thread count."""
     attrs = ",".join(f"{k}={_attr_text(v)}" for k, v in sorted(op.attrs.items())
                      if not k.startswith("algorithm"))
     operands = ",".join(f"{v.type}{'=const' if _is_constant(v) else ''}" for v in op.operands)
+    then = "".join(f" -> {u.name}" for u in chain)
     target_digest = hashlib.sha256(repr(target).encode()).hexdigest()[:12]
-    return f"{kind}({operands}) {{{attrs}}} target={target.name}:{target_digest} threads={threads}"
+    return (f"{kind}({operands}) {{{attrs}}}{then} target={target.name}:{target_digest} "
+            f"threads={threads}")
 
 
-def isolate(op: Op) -> tuple[Module, list[np.ndarray]]:
-    """A module computing just `op`, and seeded inputs for its non-constant operands."""
+def isolate(op: Op, chain: list[Op] = ()) -> tuple[Module, list[np.ndarray]]:
+    """A module computing just `op` and the elementwise `chain` after it (their constant
+    operands copied), and seeded inputs for the op's non-constant operands."""
+    from solir.lower.rewrite import clone_op
     block = Block()
     b = Builder(block, op.loc)
     rng = np.random.default_rng(0)
-    operands, inputs = [], []
+    mapping: dict[Any, Any] = {}
+    inputs = []
+
+    def copy_constant(v: Any) -> None:
+        if v in mapping:
+            return
+        for u in v.owner.operands:
+            copy_constant(u)
+        block.ops.append(clone_op(v.owner, mapping))
+
+    operands = []
     for k, v in enumerate(op.operands):
         if _is_constant(v):
             operands.append(b.op("tensor.constant", [], {"value": v.owner.attrs["value"]}).result)
@@ -103,8 +147,13 @@ def isolate(op: Op) -> tuple[Module, list[np.ndarray]]:
             operands.append(block.add_arg(v.type, f"in{k}"))
             inputs.append(rng.standard_normal(v.type.shape).astype(v.type.dtype.numpy))
     attrs = {k: v for k, v in op.attrs.items() if not k.startswith("algorithm")}
-    result = b.op(op.name, operands, attrs).result
-    b.op("return", [result], result_types=[])
+    mapping[op.results[0]] = b.op(op.name, operands, attrs).result
+    for u in chain:
+        for v in u.operands:
+            if v not in mapping:
+                copy_constant(v)
+        block.ops.append(clone_op(u, mapping))
+    b.op("return", [mapping[(chain[-1] if chain else op).results[0]]], result_types=[])
     return Module([Func("tuned_op", block)]), inputs
 
 
@@ -121,9 +170,10 @@ def candidates(kind: str, op: Op, macs: int) -> list[str]:
 def _time_candidates(modules: dict[str, Any], inputs: list[np.ndarray],
                      flush_bytes: int) -> dict[str, float]:
     """Median seconds per call of each module, sampled in interleaved rounds. Each sample
-    starts with the caches flushed (`flush_bytes` written): in a model an op's weights come
-    from memory (ResNet-18's exceed the L3), so an algorithm whose transformed weights are
-    larger must pay for reading them, as it does there."""
+    starts with the core's own caches flushed (`flush_bytes` written, twice the L2): in a
+    model the ops before this one filled them, and its weights are not there, so an
+    algorithm whose transformed weights are larger pays for reading them, as it does there;
+    the shared L3 keeps what was recently made, as the previous op's output would be."""
     flush = np.empty(max(flush_bytes, 1) // 8, np.float64)
     for mod in modules.values():
         mod(*inputs)                              # warm: first-touch pages, threads
@@ -138,18 +188,20 @@ def _time_candidates(modules: dict[str, Any], inputs: list[np.ndarray],
 
 
 def tune(kind: str, index: int, op: Op, names: list[str], target: Any, threads: int = 0,
-         progress: Callable[[str], None] | None = None) -> tuple[str, str]:
-    """(the fastest of `names` for `op` on this machine, why): from autotune.json when this
-    op was timed before, else timed now and recorded."""
+         progress: Callable[[str], None] | None = None,
+         chain: list[Op] = ()) -> tuple[str, str]:
+    """(the fastest of `names` for `op` (followed by its elementwise `chain`) on this
+    machine, why): from autotune.json when this op was timed before, else timed now and
+    recorded."""
     from solir.driver import Compilation
     from solir.lower.pipeline import Options
     from solir.runtime.load import CompiledModule, default_num_threads
     threads = threads or default_num_threads()
-    key = tune_key(kind, op, target, threads)
+    key = tune_key(kind, op, target, threads, chain)
     entry = _read_db().get(key)
     if entry is None or entry.get("choice") not in names or \
             not set(names) <= set(entry.get("ms", {})):
-        module, inputs = isolate(op)
+        module, inputs = isolate(op, chain)
         say = progress or (lambda s: None)
         work = Path(tempfile.mkdtemp(prefix="solir-autotune-"))
         try:
@@ -160,7 +212,7 @@ def tune(kind: str, index: int, op: Op, names: list[str], target: Any, threads: 
                 comp.write_artifact(work / name)
                 loaded[name] = CompiledModule(work / name, num_threads=threads)
             say(f"autotune {kind}:{index}: timing {', '.join(names)}")
-            seconds = _time_candidates(loaded, inputs, 2 * target.l3_kib * 1024)
+            seconds = _time_candidates(loaded, inputs, 2 * target.l2_kib * 1024)
         finally:
             shutil.rmtree(work, ignore_errors=True)   # (loaded libraries stay mapped)
         ms = {name: round(s * 1e3, 4) for name, s in seconds.items()}

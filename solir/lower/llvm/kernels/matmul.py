@@ -9,8 +9,9 @@
           for jr in 0..NC step NR, ir in 0..MC step MR
           microkernel: MR x NR accumulators in vector registers, one FMA per (row, vector)
           per k step, reading one Bp row (NR/lanes vectors) and MR broadcast Ap elements;
-          then C += (p0 > 0) or C = the tile. Edge tiles run the same microkernel into a
-          scratch tile and copy its valid part out, so they cost no more than a full one.
+          then C += (p0 > 0) or C = the tile. Edge tiles run the narrowest microkernel
+          covering their columns (whole vectors) into a scratch tile and copy its valid part
+          out, so they cost no more than a full one.
 
 Pack buffers live in a per-thread scratch area the runtime allocates once
 (`solir_scratch`), so a call allocates nothing after the first. The blocking comes from
@@ -129,15 +130,18 @@ class _MatmulEmitter:
         return b.gep(ptr, [off], source_etype=self.ety, inbounds=True)
 
     # -- the microkernel ---------------------------------------------------------------------------
-    def microkernel(self, direct: bool = False) -> ir.Function:
+    def microkernel(self, direct: bool = False, vectors: int | None = None) -> ir.Function:
         """void micro(i64 k, ptr ap, ptr bp, ptr c, i64 ldc, i1 accumulate), A from its packed
         panel; direct: micro.da(..., i64 lda, i64 rows), A read in place, row i at
         ap + min(i, rows - 1) lda (rows past the edge repeat the last one; their results
-        land in the edge tile's scratch and are dropped)."""
+        land in the edge tile's scratch and are dropped). `vectors` < nv: a narrower tile of
+        the first `vectors` vectors of each NR-wide B panel row, for the last columns."""
         extra = [I64, I64] if direct else []
         fty = ir.FunctionType(ir.VoidType(), [I64, PTR, PTR, PTR, I64, I1] + extra)
         tag = "f64" if self.size == 8 else "f32"
-        name = f"solir.mm.micro{self.mr}x{self.nr}{'.da' if direct else ''}.{tag}x{self.lanes}"
+        nv = self.nv if vectors is None else vectors
+        width = f"{nv * self.lanes}of{self.nr}" if nv != self.nv else f"{self.nr}"
+        name = f"solir.mm.micro{self.mr}x{width}{'.da' if direct else ''}.{tag}x{self.lanes}"
         if name in self.llmod.globals:          # one per blocking and dtype in a module
             return self.llmod.globals[name]
         fn = ir.Function(self.llmod, fty, name)
@@ -152,7 +156,7 @@ class _MatmulEmitter:
             last = b.sub(rows, const64(1))
             a_rows = [self.gep(b, ap, b.mul(self.smin(b, const64(i), last), lda))
                       for i in range(self.mr)]
-        mr, nv, lanes, nr = self.mr, self.nv, self.lanes, self.nr
+        mr, lanes, nr = self.mr, self.lanes, self.nr
         zero = ir.Constant(self.vty, [0.0] * lanes) if lanes > 1 else ir.Constant(self.ety, 0.0)
         e = ElementEmitter(self.llmod, b, lanes)     # llvm.fmuladd: an FMA where there is one
         valign = self.size * lanes if (nr * self.size) % (self.size * lanes) == 0 else self.size
@@ -160,7 +164,7 @@ class _MatmulEmitter:
         # now, so they arrive while the FMAs run instead of stalling the write-back
         for i in range(mr):
             row = b.mul(const64(i), ldc)
-            for off in range(0, nr, max(1, 64 // self.size)):
+            for off in range(0, nv * lanes, max(1, 64 // self.size)):
                 e.prefetch(b.gep(c, [b.add(row, const64(off))], source_etype=self.ety), write=True)
 
         def step(p: ir.Value, acc: list[ir.Value]) -> list[ir.Value]:
@@ -190,19 +194,19 @@ class _MatmulEmitter:
         # write back: C (+)= acc
         with b.if_else(accumulate) as (then, otherwise):
             with then:
-                self._store_tile(b, c, ldc, acc, add=True)
+                self._store_tile(b, c, ldc, acc, nv, add=True)
             with otherwise:
-                self._store_tile(b, c, ldc, acc, add=False)
+                self._store_tile(b, c, ldc, acc, nv, add=False)
         b.ret_void()
         return fn
 
     def _store_tile(self, b: ir.IRBuilder, c: ir.Value, ldc: ir.Value, acc: list[ir.Value],
-                    add: bool) -> None:
+                    nv: int, add: bool) -> None:
         for i in range(self.mr):
             row = b.mul(const64(i), ldc)
-            for v in range(self.nv):
+            for v in range(nv):
                 ptr = self.gep(b, c, b.add(row, const64(v * self.lanes)))
-                val = acc[i * self.nv + v]
+                val = acc[i * nv + v]
                 if add:
                     old = b.load(ptr, typ=self.vty, align=self.size)
                     val = b.fadd(old, val)
@@ -468,13 +472,43 @@ class _MatmulEmitter:
                         with then:
                             b.call(micro, [kcur, a_panel, b_panel, cptr, ldc, accumulate] + more)
                         with otherwise:
-                            b.call(micro, [kcur, a_panel, b_panel, ctile, const64(nr),
-                                           ir.Constant(I1, 0)] + more)
-                            self._copy_edge(b, ctile, cptr, ldc, hm, wn, accumulate)
+                            self._edge_tile(b, direct, hm, wn, [kcur, a_panel, b_panel], more,
+                                            cptr, ldc, accumulate, ctile)
         return self._helper(f"block{mr}x{nr}{'.da' if direct else ''}", [
             ("ap", PTR), ("bp", PTR), ("c", PTR), ("ldc", I64), ("mcur", I64), ("ncur", I64),
             ("kcur", I64), ("accumulate", I1), ("ctile", PTR)] + ([("lda", I64)] if direct else []),
             body)
+
+    def _edge_tile(self, b: ir.IRBuilder, direct: bool, hm: ir.Value, wn: ir.Value,
+                   head: list[ir.Value], more: list[ir.Value], cptr: ir.Value, ldc: ir.Value,
+                   accumulate: ir.Value, ctile: ir.Value) -> None:
+        """An edge tile (hm <= MR rows, wn <= NR columns): the microkernel with the fewest
+        vectors that cover wn columns (a 196-column product's last panel has 4: one vector,
+        not four), straight into C when the tile is exactly that wide and MR tall, else into
+        the scratch tile and copied out."""
+        lanes = self.lanes
+
+        def run(vectors: int) -> None:
+            micro = self.microkernel(direct, vectors)
+            exact = b.and_(b.icmp_signed("==", hm, const64(self.mr)),
+                           b.icmp_signed("==", wn, const64(vectors * lanes)))
+            with b.if_else(exact) as (then, otherwise):
+                with then:
+                    b.call(micro, head + [cptr, ldc, accumulate] + more)
+                with otherwise:
+                    b.call(micro, head + [ctile, const64(self.nr), ir.Constant(I1, 0)] + more)
+                    self._copy_edge(b, ctile, cptr, ldc, hm, wn, accumulate)
+
+        def cascade(v: int) -> None:
+            if v == self.nv:
+                run(v)
+                return
+            with b.if_else(b.icmp_signed("<=", wn, const64(v * lanes))) as (then, otherwise):
+                with then:
+                    run(v)
+                with otherwise:
+                    cascade(v + 1)
+        cascade(1)
 
     def _copy_edge(self, b: ir.IRBuilder, tile: ir.Value, cptr: ir.Value, ldc: ir.Value,
                    hm: ir.Value, wn: ir.Value, accumulate: ir.Value) -> None:
