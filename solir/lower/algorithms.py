@@ -127,9 +127,11 @@ TRANSFORM_ELEMENT = 8
 # with 1024 channels on 7x7 10% faster.
 ROWS_ELEMENT = 48
 # ... and one element of the weights: read once per call, from memory when a model's weights
-# exceed the caches (ResNet-18 has 45 MB), at ~8 bytes per cycle. Winograd's U is t^2/9 times
-# the kernel (4x for F(4x4)), which is what rules it out on the 7x7 layers with 512 channels.
-WEIGHT_ELEMENT = 16
+# exceed the caches (ResNet-18 has 45 MB), at ~5 bytes per cycle. Winograd's U is t^2/9 times
+# the kernel (4x for F(4x4)): at 16 the model took F(4x4) at 14x14 and F(2x2) at 7x7 in
+# ResNet-18, no faster at 1 or 2 threads than F(2x2) and im2col_rows there, with 100 MB of
+# weights to stream per call instead of 83 MB.
+WEIGHT_ELEMENT = 24
 
 
 def conv_costs(op: Op, target: Target) -> dict[str, float]:
