@@ -133,8 +133,11 @@ def cmd_show(args: argparse.Namespace) -> int:
     comp = Compilation(src.module, get_target(args.target), _options(args))
     if args.autotune and args.stage not in ("tensor", *TENSOR_PIPELINE[:3]):
         t0 = time.perf_counter()      # tuning takes a while: say what it does, on stderr
-        comp.lower(progress=lambda s: s.startswith("autotune") and sys.stderr.write(
-            f"{time.perf_counter() - t0:6.2f}s {s}\n"))
+
+        def tuning(stage: str) -> None:
+            if stage.startswith("autotune"):
+                sys.stderr.write(f"{time.perf_counter() - t0:6.2f}s {stage}\n")
+        comp.lower(progress=tuning)
     print_ir(comp.as_text(args.stage), console)
     if not args.no_summary:
         kernel = comp.lower() if args.stage != "tensor" else None

@@ -4,6 +4,7 @@ own pytree structure), compiled once per shape/dtype signature, and the JAX ahea
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 from typing import Any, Callable, Sequence
@@ -86,14 +87,10 @@ class JitFunction:
         self.target = get_target(target)
         self.options = options or Options()
         if algorithms:
-            import dataclasses
-
             from solir.lower.algorithms import parse_overrides
             self.options = dataclasses.replace(
                 self.options, algorithms=self.options.algorithms + parse_overrides(algorithms))
         if autotune:
-            import dataclasses
-
             from solir.runtime.load import default_num_threads
             self.options = dataclasses.replace(self.options, autotune=True,
                                                tune_threads=num_threads or default_num_threads())

@@ -182,7 +182,7 @@ def conv_costs(op: Op, target: Target) -> dict[str, float]:
     return costs
 
 
-def _default_depthwise(op: Op, target: Target) -> tuple[str, str]:
+def _default_depthwise(op: Op) -> tuple[str, str]:
     """One filter per channel: at stride 1 the plane stencil keeps whole vectors busy where
     the conv's own loop nest works along rows; strided, its phases add taps past the
     kernel's end (16 for a 3x3 at stride 2) and the loop nest is as fast or faster (both
@@ -198,10 +198,10 @@ def _default_depthwise(op: Op, target: Target) -> tuple[str, str]:
 
 def _default(kind: str, op: Op, target: Target) -> tuple[str, str]:
     """The cost model: (choice, why)."""
+    if kind == "conv" and _depthwise(op) is None:
+        return _default_depthwise(op)
     fast = "im2col" if kind == "conv" else "matmul"
     why_not = ALGORITHMS[kind][fast].applies(op)
-    if kind == "conv" and _depthwise(op) is None:
-        return _default_depthwise(op, target)
     if why_not is not None:          # (Winograd needs what im2col needs, and more)
         return "loops", f"{fast} does not apply: {why_not}"
     n = macs(op)
@@ -275,13 +275,6 @@ def _autotune(kind: str, index: int, op: Op, ctx: PassContext,
                          autotune.epilogue(op, users))
 
 
-def _users_of(op: Op, module: Module, uses: dict[int, Any]) -> dict[Any, list[Op]]:
-    for f in module.funcs:
-        if op in f.body.ops:
-            return uses[id(f)]
-    return {}
-
-
 @pass_("select-algorithms")
 def select_algorithms(module: Module, ctx: PassContext) -> Module:
     overrides = ctx.options.algorithms
@@ -291,7 +284,9 @@ def select_algorithms(module: Module, ctx: PassContext) -> Module:
                       f"'{ctx.target.name}' (it lacks {', '.join(ctx.target.missing_features())}); "
                       "the cost model chooses", SolirWarning, stacklevel=2)
         tuning = False
-    uses = {id(f): users(f.body) for f in module.funcs} if tuning else {}
+    uses: dict[Any, list[Op]] = {}       # (values are unique across functions)
+    for f in module.funcs if tuning else ():
+        uses.update(users(f.body))
     for kind, index, op in contractions(module):
         forced = _override(kind, index, op, overrides)
         if forced is not None and forced in ALGORITHMS[kind]:
@@ -303,7 +298,7 @@ def select_algorithms(module: Module, ctx: PassContext) -> Module:
             op.attrs["algorithm"] = forced
             op.attrs["algorithm_why"] = "forced by the user"
         else:
-            tuned = _autotune(kind, index, op, ctx, _users_of(op, module, uses)) if tuning else None
+            tuned = _autotune(kind, index, op, ctx, uses) if tuning else None
             op.attrs["algorithm"], op.attrs["algorithm_why"] = tuned or _default(kind, op, ctx.target)
     return module
 

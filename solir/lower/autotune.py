@@ -6,9 +6,10 @@ Each conv / dot_general with more than one applicable algorithm is cut out into 
 its own with the elementwise ops that follow it (a bias, BatchNorm, an activation: they fuse
 into some algorithms' loop nests and not into others), its constant weights kept constant
 (prepacking and Winograd's weight transform happen at compile time as in the model) and
-its other operands seeded random inputs, compiled once per candidate, and each candidate is called in interleaved rounds so
-that the machine's drift hits them all alike, each call with the core's L1 and L2 flushed
-(in a model the ops before it filled them); the lowest median wins. `loops` is a candidate
+its other operands seeded random inputs. That module is compiled once per candidate, and the
+candidates are called in interleaved rounds so that the machine's drift hits them all alike,
+each call with the core's L1 and L2 flushed (in a model the ops before it filled them); the
+lowest median wins. `loops` is a candidate
 only for ops under LOOPS_MACS multiply-adds, where it can win; above that it loses by an
 order of magnitude and timing it would cost seconds (except against the depthwise stencil,
 which it can beat).
@@ -139,13 +140,13 @@ def isolate(op: Op, chain: list[Op] = ()) -> tuple[Module, list[np.ndarray]]:
             copy_constant(u)
         block.ops.append(clone_op(v.owner, mapping))
 
-    operands = []
     for k, v in enumerate(op.operands):
         if _is_constant(v):
-            operands.append(b.op("tensor.constant", [], {"value": v.owner.attrs["value"]}).result)
+            copy_constant(v)
         else:
-            operands.append(block.add_arg(v.type, f"in{k}"))
+            mapping[v] = block.add_arg(v.type, f"in{k}")
             inputs.append(rng.standard_normal(v.type.shape).astype(v.type.dtype.numpy))
+    operands = [mapping[v] for v in op.operands]
     attrs = {k: v for k, v in op.attrs.items() if not k.startswith("algorithm")}
     mapping[op.results[0]] = b.op(op.name, operands, attrs).result
     for u in chain:

@@ -243,12 +243,10 @@ def canonicalize_kernels(module: Module, ctx: PassContext) -> Module:
             if op.name != "kernel.generic":
                 ops.append(op)
                 continue
-            tidy = _tidy_generic(op)
-            made = _drop_unit_dims(tidy)
-            inner = _coalesce(made[0])
-            if len(made) > 1:           # the view back reads what replaced the kernel
-                made[1].operands = [inner[-1].results[0]]
-            made = inner + made[1:]
+            made = _coalesce(_drop_unit_dims(_tidy_generic(op)))
+            out = op.results[0]
+            if made[-1].results[0].type != out.type:     # reshaped: viewed back
+                made.append(_view(made[-1].results[0], out.type.shape, op.loc, out.name))
             ops += made
             mapping.update(zip(op.results, made[-1].results))
         f.body.ops = ops
@@ -256,28 +254,34 @@ def canonicalize_kernels(module: Module, ctx: PassContext) -> Module:
     return module
 
 
-def _drop_unit_dims(op: Op) -> list[Op]:
+def _view(v: Value, shape: tuple[int, ...], loc: Any, name: str) -> Op:
+    """`v` reshaped (a view: no copy)."""
+    return make_op(all_ops()["tensor.reshape"], [v], [TensorType(tuple(shape), v.type.dtype)],
+                   {"shape": tuple(shape)}, loc, [], [name])
+
+
+def _redimensioned(op: Op, operands: list[Value], dims: list[int], maps: list[Any]) -> Op:
+    """An all-parallel generic `op` over new `dims` (its result shaped like them)."""
+    attrs = {**op.attrs, "dims": tuple(dims), "maps": tuple(maps), "iterators": "p" * len(dims)}
+    return make_op(op.opdef, operands, [TensorType(tuple(dims), op.results[0].type.dtype)],
+                   attrs, op.loc, [op.regions[0]], [op.results[0].name])
+
+
+def _drop_unit_dims(op: Op) -> Op:
     """An elementwise kernel over [1, c, h, w] runs over [c, h, w] (a dim of extent 1 only
-    ever has index 0), and its result is viewed back: its first loop is then the channels,
-    which threads split and group-rows runs a channel at a time. Returns [op] unchanged, or
-    [the new kernel, the view back] (its operands are read as before)."""
+    ever has index 0; canonicalize_kernels views the result back): its first loop is then
+    the channels, which threads split and group-rows runs a channel at a time. Its operands
+    are read as before."""
     a = op.attrs
     dims = list(a["dims"])
     keep = [k for k, n in enumerate(dims) if n != 1]
     if (set(a["iterators"]) != {"p"} or len(keep) == len(dims) or not keep
             or any(o.name == "kernel.index" for o in op.regions[0].ops)):
-        return [op]
+        return op
     maps = [None if m is None else AffineMap(len(keep), tuple(
         AffineExpr(tuple(e.coeffs[k] for k in keep), e.const, e.div) for e in m.exprs))
         for m in a["maps"]]
-    out = op.results[0].type
-    attrs = {**a, "dims": tuple(dims[k] for k in keep), "maps": tuple(maps),
-             "iterators": "p" * len(keep)}
-    new = make_op(op.opdef, list(op.operands), [TensorType(attrs["dims"], out.dtype)], attrs,
-                  op.loc, [op.regions[0]], [op.results[0].name])
-    back = make_op(all_ops()["tensor.reshape"], [new.results[0]], [out], {"shape": out.shape},
-                   op.loc, [], [op.results[0].name])
-    return [new, back]
+    return _redimensioned(op, list(op.operands), [dims[k] for k in keep], maps)
 
 
 SHORT_ROW = 256     # an elementwise kernel's innermost extent below this is merged outward
@@ -287,8 +291,9 @@ def _coalesce(op: Op) -> list[Op]:
     """An elementwise kernel whose innermost dims are short and contiguous in every operand
     runs over them as one dim: [1, 64, 56, 56] becomes [1, 64, 3136], so its vector loop has
     3136 elements and one tail instead of 56 and a tail per image row (and a 7x7 image gets
-    vectors at all). Operands are viewed merged (tensor.reshape, no copy) and the result is
-    viewed back. Returns the ops replacing `op` (just [op] when nothing merges)."""
+    vectors at all). Operands are viewed merged (tensor.reshape, no copy); canonicalize_kernels
+    views the result back. Returns the ops replacing `op`, the kernel last ([op] when nothing
+    merges)."""
     a = op.attrs
     dims = list(a["dims"])
     if (set(a["iterators"]) != {"p"} or len(dims) < 2 or a.get("pads")
@@ -311,23 +316,15 @@ def _coalesce(op: Op) -> list[Op]:
         dims[d:d + 2] = [dims[d] * dims[d + 1]]
     if len(dims) == len(a["dims"]):
         return [op]
-    reshape = all_ops()["tensor.reshape"]
     made: list[Op] = []
     operands = []
     for v, shape in zip(op.operands, shapes):
         if tuple(shape) == v.type.shape:
             operands.append(v)
             continue
-        made.append(make_op(reshape, [v], [TensorType(tuple(shape), v.type.dtype)],
-                            {"shape": tuple(shape)}, op.loc, [], [v.name]))
+        made.append(_view(v, shape, op.loc, v.name))
         operands.append(made[-1].results[0])
-    out = op.results[0].type
-    attrs = {**a, "dims": tuple(dims), "maps": tuple(maps), "iterators": "p" * len(dims)}
-    new = make_op(op.opdef, operands, [TensorType(tuple(dims), out.dtype)], attrs, op.loc,
-                  [op.regions[0]], [op.results[0].name])
-    back = make_op(reshape, [new.results[0]], [out], {"shape": out.shape}, op.loc, [],
-                   [op.results[0].name])
-    return made + [new, back]
+    return made + [_redimensioned(op, operands, dims, maps)]
 
 
 def _merge_at(m: AffineMap, shape: list[int], d: int, inner: int) -> int | None | bool:

@@ -211,14 +211,14 @@ WINOGRAD = {"winograd": 4, "winograd2": 2}      # algorithm name -> output tile 
 def _lower_conv(op: Op, b: Builder) -> list[Value]:
     lhs, rhs = op.operands
     algorithm = op.attrs.get("algorithm") or "im2col"     # select-algorithms decides
+    weights = rhs.owner.attrs["value"] if getattr(rhs.owner, "name", "") == "tensor.constant" \
+        else None  # type: ignore[union-attr]
     if algorithm in WINOGRAD:
         from solir.ir.ops.winograd import build_winograd_conv
-        weights = rhs.owner.attrs["value"] if getattr(rhs.owner, "name", "") == "tensor.constant" \
-            else None  # type: ignore[union-attr]
         return [build_winograd_conv(op, b, WINOGRAD[algorithm], weights)]
     if algorithm == "depthwise":
         from solir.ir.ops.depthwise import build_depthwise_conv
-        return [build_depthwise_conv(op, b)]
+        return [build_depthwise_conv(op, b, weights)]
     if algorithm in ("im2col", "im2col_rows"):
         im2col = _conv_as_matmul(op, b, rows=algorithm == "im2col_rows")
         if im2col is not None:

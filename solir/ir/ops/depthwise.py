@@ -2,28 +2,30 @@
 over each channel's zero-padded plane, so the vectors run along whole planes instead of rows.
 
 A 14x14 or 7x7 plane has rows shorter than a vector, which the conv's own loop nest (`loops`)
-computes an element at a time, with a bounds check per tap. Here, per channel:
+computes a short row at a time, with a bounds check per tap. Here, per channel, with strides
+SY, SX split into phases (py, px) (one phase at stride 1) and QY x QX taps per phase:
 
-    pad      Xp[c, Hx, Wp] = X[c, y - PT, x - PL] (0 outside)   Wp = PL + W + PR, rounded up
-                                                                  to a multiple of the column
-                                                                  stride SX
-    stencil  Z[c, i] = sum_{ky, kx} Xp[c, SX*i + ky*DY*Wp + kx*DX] * w[c, ky, kx]
-                                                                  i < OH*P, P = SY*Wp/SX
-    crop     Y[c, r, col] = Z[c, r*P + col]                       col < OW
+    pad      Xp[c, py, px, y, x] = X[c, SY*y + py - PT, SX*x + px - PL]   (0 outside)
+             each phase plane HQ x WQ, WQ = OW + (QX - 1)*EX, HQ = OH + (QY - 1)*EY + 1
+    stencil  Z[c, i] = sum_{qy, py, qx, px} Xp[c, py, px, :, :].flat[i + qy*EY*WQ + qx*EX]
+                                              * w[c, SY*qy + py, SX*qx + px]      i < OH*WQ
+    crop     Y[c, r, col] = Z[c, r*WQ + col]                                      col < OW
 
-Output row r, column col is flat index i = r*P + col: SX*i = r*SY*Wp + col*SX is exactly where
-its window starts in the padded plane, so every tap is an affine read along i, the stencil is
-one vectorizable loop over the plane with the taps in registers, and only the P - OW columns
-past each row's end (2 of 16 for a 3x3 stride-1 conv on a 14x14 plane; half of them at
-stride 2) are computed and dropped. The three loop nests share their channel loop, so
-group-rows runs them a channel at a time with the padded plane in L1; the crop is where a
-bias, BN or activation fuses. Each output is summed over the taps in (ky, kx) order, as the
-conv's own loop nest does.
+Output row r, column col is flat index i = r*WQ + col of its phase planes, so every tap is
+an affine read along i with unit step: the stencil is one vectorizable loop over the plane,
+and only the WQ - OW columns past each row's end (2 of 16 for a 3x3 stride-1 conv on a 14x14
+plane) are computed and dropped. At stride 1 a tap's step EY, EX is the kernel's dilation;
+strided (no dilation), phase (py, px) holds kernel rows SY*qy + py and columns SX*qx + px,
+and taps past the kernel's end read a zero weight (16 taps for a 3x3 at stride 2). The three
+loop nests share their channel loop, so group-rows runs them a channel at a time with the
+padded planes in L1; the crop is where a bias, BN or activation fuses.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+import numpy as np
 
 from solir.ir.attrs import AffineExpr, AffineMap
 from solir.ir.core import Builder, Op, Value
@@ -69,9 +71,9 @@ def depthwise_geometry(p: dict[str, Any]) -> dict[str, int]:
             "oh": oh, "ow": ow, "qy": qy, "qx": qx, "wq": wq, "hq": hq}
 
 
-def build_depthwise_conv(op: Op, b: Builder) -> Value:
-    import numpy as np
-
+def build_depthwise_conv(op: Op, b: Builder, weights: np.ndarray | None) -> Value:
+    """The three loop nests for `op`; `weights` is the kernel when it is a constant (then
+    padded with the zero taps here, at compile time)."""
     from solir.ir.ops.contract import _mul_body, conv_params
     lhs, rhs = op.operands
     out = op.results[0].type
@@ -98,8 +100,6 @@ def build_depthwise_conv(op: Op, b: Builder) -> Value:
     # the weights as [c, QY*sy, QX*sx], zero past the kernel (a constant is padded here)
     kh, kw = g["kh"], g["kw"]
     ty, tx = g["qy"] * sy, g["qx"] * sx
-    weights = rhs.owner.attrs["value"] if getattr(rhs.owner, "name", "") == "tensor.constant" \
-        else None  # type: ignore[union-attr]
     if weights is not None:
         wpad = np.zeros((c, ty, tx), weights.dtype)
         wpad[:, :kh, :kw] = weights[:, 0]
@@ -123,11 +123,10 @@ def build_depthwise_conv(op: Op, b: Builder) -> Value:
     nd = nl + 1 + len(red)
     at = {k: nl + 1 + j for j, (k, _) in enumerate(red)}
 
-    def term(**coeffs: int) -> AffineExpr:
-        return expr(nd, {at[k]: v for k, v in coeffs.items() if k in at})
+    def term(i: int = 0, **coeffs: int) -> AffineExpr:
+        return expr(nd, {nl: i, **{at[k]: v for k, v in coeffs.items() if k in at}})
 
-    tap = term(qy=g["ey"] * wq, qx=g["ex"], py=sx * plane, px=plane)
-    tap = AffineExpr(tuple(cf + (1 if k == nl else 0) for k, cf in enumerate(tap.coeffs)))
+    tap = term(i=1, qy=g["ey"] * wq, qx=g["ex"], py=sx * plane, px=plane)
     x_map = AffineMap(nd, leading(nd) + (tap,))
     w_map = AffineMap(nd, (AffineExpr.dim(nd, nl - 1), term(qy=sy, py=1), term(qx=sx, px=1)))
     [z] = build_generic(b, [*lead, oh * wq, *(n for _, n in red)], "p" * (nl + 1) + "r" * len(red),

@@ -446,8 +446,8 @@ class _MatmulEmitter:
 
     def block_fn(self, micro: ir.Function, direct: bool = False) -> ir.Function:
         """block(ap, bp, c = &C(b, i0, j0), ldc, mcur, ncur, kcur, accumulate, ctile): every
-        microkernel tile of a packed A block against the packed B block. Edge tiles go
-        through `ctile` and are copied out. direct: block.da(..., lda), `ap` = &A(b, i0, p0)
+        microkernel tile of a packed A block against the packed B block. Edge tiles run
+        the narrowest microkernel covering them (_edge_tile). direct: block.da(..., lda), `ap` = &A(b, i0, p0)
         read in place by micro.da."""
         mr, nr = self.mr, self.nr
 

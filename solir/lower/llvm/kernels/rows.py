@@ -74,6 +74,7 @@ def emit_row_group(llmod: ir.Module, members: list[Op], target: Target, name: st
             buf.align = 64
             local[m.result] = (buf, row_bytes)
     ahead = _next_row_prefetches(members, target)
+    in_rows = local_values(members)
     with for_range(b, begin, end, 1, name="r") as r:
         row_ptrs = dict(ptrs)
         for v, (buf, row_bytes) in local.items():
@@ -83,7 +84,7 @@ def emit_row_group(llmod: ir.Module, members: list[Op], target: Target, name: st
             row_ptrs[v].type = PTR      # llvmlite types an alloca i8*; the emitter's are `ptr`
         for i, m in enumerate(members):
             if m.name == "kernel.view":
-                if m.operands[0] in local_values(members):
+                if m.operands[0] in in_rows:
                     row_ptrs[m.result] = row_ptrs[m.operands[0]]
                 continue
             em = _GenericEmitter(llmod, m, target, name, fn=fn, builder=b)
