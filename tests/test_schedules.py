@@ -4,6 +4,7 @@ each other bit for bit where only the thread count differs)."""
 
 import re
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -51,6 +52,48 @@ def test_random_matmul_blocking_matches_the_interpreter(case):
     assert "kernel.matmul" in lowered.as_text("schedule")
     (want,) = run_module(lowered.compilation.module, [a, b])
     np.testing.assert_allclose(f(a, b), want, rtol=1e-5, atol=1e-5)
+
+
+@st.composite
+def epilogue_case(draw):
+    batch = draw(st.sampled_from([1, 2]))
+    m, n, k = (draw(st.integers(1, 40)) for _ in range(3))
+    kind = draw(st.sampled_from(["bias_cols", "bias_rows", "bn_relu", "residual", "gelu"]))
+    tiles = (draw(st.integers(1, 9)), draw(st.sampled_from([8, 16, 32])),
+             draw(st.integers(1, 48)), draw(st.integers(1, 48)), draw(st.integers(1, 48)),
+             draw(st.integers(1, 4)))
+    return batch, m, n, k, kind, tiles, draw(st.sampled_from([1, 2]))
+
+
+EPILOGUES = {
+    "bias_cols": lambda c, v, r: jax.nn.relu(c + v[-c.shape[2]:]),
+    "bias_rows": lambda c, v, r: c + v[:c.shape[1], None],
+    "bn_relu": lambda c, v, r: jnp.maximum(c * v[:c.shape[1], None] + v[-c.shape[1]:, None], 0),
+    "residual": lambda c, v, r: c + r,
+    "gelu": lambda c, v, r: jax.nn.gelu(c * 0.5 + v[-c.shape[2]:]),
+}
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=epilogue_case())
+def test_matmul_epilogues_match_the_interpreter(case):
+    """Bias, BN + ReLU, a residual and GELU after a product run in the matmul's tile
+    write-back (fuse-epilogues), for any blocking, edge tiles and K split into blocks."""
+    batch, m, n, k, kind, tiles, threads = case
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((batch, m, k)).astype(np.float32)
+    w = rng.standard_normal((k, n)).astype(np.float32)
+    v = rng.standard_normal(2 * max(m, n)).astype(np.float32)
+    r = rng.standard_normal((batch, m, n)).astype(np.float32)
+    fn = lambda a, w, v, r: EPILOGUES[kind](jnp.einsum("bmk,kn->bmn", a, w), v, r)  # noqa: E731
+    f = solir.jit(fn, options=solir.Options(matmul_tiles=tiles), num_threads=threads,
+                  algorithms={"dot": "matmul"})
+    lowered = f.lower(a, w, v, r)
+    if batch == 1:      # (a batch folded into M makes a per-row vector periodic in the rows)
+        assert "epilogue_maps" in lowered.as_text("schedule")
+    (want,) = run_module(lowered.compilation.module, [a, w, v, r])
+    np.testing.assert_allclose(f(a, w, v, r), want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(want, fn(a, w, v, r), rtol=1e-4, atol=1e-4)
 
 
 def test_thread_count_never_changes_a_bit():

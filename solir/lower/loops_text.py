@@ -27,6 +27,11 @@ def _func(f: Func) -> list[str]:
             attrs = format_attrs({k: v for k, v in op.attrs.items() if k != "value"}, elide=True)
             lines.append(f"  {namer(op.result)} = {op.name} " +
                          ", ".join(namer(v) for v in op.operands) + f" {attrs}  // {op.result.type}")
+            if op.name == "kernel.matmul" and op.regions:
+                steps = [o.name.split(".")[-1] for o in op.regions[0].ops[:-1]
+                         if o.name != "tensor.constant"]
+                lines.append("    // epilogue on each tile in registers, last K block: "
+                             + ", ".join(steps))
     return lines + [""]
 
 

@@ -19,7 +19,7 @@ from solir.targets import Target
 
 TENSOR_PIPELINE = ["canonicalize", "fold-constants", "decompose", "select-algorithms",
                    "lower-to-kernels", "fuse",
-                   "canonicalize-kernels", "schedule", "vectorize", "bufferize", "group-rows",
+                   "canonicalize-kernels", "fuse-epilogues", "schedule", "vectorize", "bufferize", "group-rows",
                    "plan-memory"]
 
 
@@ -95,5 +95,5 @@ def _load_passes() -> None:
     global _loaded
     if not _loaded:
         _loaded = True
-        from solir.lower import (algorithms, bufferize, canonicalize, fold,  # noqa: F401
-                                 fuse, memory, rows, schedule, to_kernels)
+        from solir.lower import (algorithms, bufferize, canonicalize, epilogue,  # noqa: F401
+                                 fold, fuse, memory, rows, schedule, to_kernels)

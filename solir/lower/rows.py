@@ -80,6 +80,11 @@ def _group(f: Func) -> None:
         j = i + 1
         while j < len(ops):
             nxt = ops[j]
+            if nxt.name == "tensor.constant":      # a member's data (BN's scale): hoisted
+                ops.insert(i, ops.pop(j))
+                i += 1
+                j += 1
+                continue
             if _row_view(nxt, rows) and nxt.operands[0] in made:
                 members.append(nxt)          # transparent: emitted as an alias of its source
             elif _rows(nxt) == rows and all(v not in made or _reads_own_row(nxt, k)

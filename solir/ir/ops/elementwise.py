@@ -214,10 +214,27 @@ def _emit_rem(e: ElementEmitter, op: Op, args: list[ir.Value]) -> ir.Value:
     return _emit_int_div(e, op, *args, rem=True)
 
 
+def _constant_operand(op: Op) -> int | None:
+    """The position of an operand that is a non-NaN constant (ReLU's 0), if one is."""
+    for k, v in enumerate(op.operands):
+        owner = v.owner
+        if getattr(owner, "name", "") == "tensor.constant":
+            value = owner.attrs["value"]
+            if value.size == 1 and value.dtype.kind == "f" and not np.isnan(value).any():
+                return k
+    return None
+
+
 def _minmax(fname: str, iname: str, bool_op: str) -> Callable[..., ir.Value]:
     def emit(e: ElementEmitter, op: Op, args: list[ir.Value]) -> ir.Value:
         dt = op.operands[0].type.dtype
         if dt.is_float:
+            k = _constant_operand(op)
+            if k is not None:
+                # max(x, c) = x < c ? c : x (NaN x stays x, as np.maximum(x, c)): one maxps
+                # with the constant first, where the intrinsic takes three instructions
+                x, c = args[1 - k], args[k]
+                return e.b.select(e.b.fcmp_ordered("<" if fname == "maximum" else ">", x, c), c, x)
             return e.intrinsic(fname, args)   # NaN-propagating, as lax.max/min
         if dt.is_bool:
             return getattr(e.b, bool_op)(*args)

@@ -9,6 +9,13 @@ With `patches` set, B is not a matrix but an NCHW image [B, C, H, W] read as its
 directly, so a convolution's patch matrix (9x the image for a 3x3 conv) is never written to
 memory. `patches` = (KH, KW, SH, SW, PH, PW, DH, DW, OH, OW).
 
+With an epilogue (operands after a and b, and a region), each element of C goes through the
+region before it is stored, while the microkernel's tile is still in registers: the region's
+arguments are C's element and each epilogue operand's element, read through
+`epilogue_maps` (affine maps from (batch, i, j) into the operand viewed 1-d). This is how a
+bias, BatchNorm's scale and shift, or an activation after a product avoid their own pass over
+C (the fuse-epilogues pass puts them there).
+
 A size-1 batch of an operand is broadcast (a weight shared by every batch element). Every
 float contraction (dot_general with any batch/contracting layout) lowers to it: operands are
 viewed as 3-d (no copy when their dims are already grouped, one transpose otherwise), and the
@@ -56,7 +63,7 @@ def im2col(x: np.ndarray, patches: Sequence[int]) -> np.ndarray:
 
 
 def _mnk(types: Sequence[TensorType], attrs: dict[str, Any]) -> tuple[int, int, int, int, int]:
-    a, b = types
+    a, b = types[:2]
     if attrs.get("patches"):
         if attrs.get("trans_b") or attrs.get("b_packed"):
             raise ValueError("a patches operand is neither transposed nor packed")
@@ -124,7 +131,39 @@ def _infer(types: list[TensorType], attrs: dict[str, Any]) -> list[TensorType]:
     return [TensorType((batch, m, n), types[0].dtype)]
 
 
-def _reference(attrs: dict[str, Any], a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def _verify(op: Any) -> str | None:
+    extra = len(op.operands) - 2
+    maps = op.attrs.get("epilogue_maps") or ()
+    if not op.regions:
+        return "epilogue operands without an epilogue region" if extra else None
+    if len(maps) != extra:
+        return f"{extra} epilogue operands but {len(maps)} epilogue_maps"
+    body = op.regions[0]
+    if len(body.args) != 1 + extra:
+        return f"the epilogue takes C's element and {extra} operands' elements, not {len(body.args)}"
+    for v, m in zip(op.operands[2:], maps):
+        if v.type.rank != 1 or m.n_dims != 3 or len(m.exprs) != 1:
+            return "an epilogue operand is 1-d, read through a map from (batch, i, j)"
+    out = body.ops[-1].operands if body.ops else []
+    if len(out) != 1 or out[0].type.dtype != op.operands[0].type.dtype:
+        return "the epilogue yields one element of C's dtype"
+    return None
+
+
+def _reference(op: Any, arrays: list[np.ndarray], run_block: Any) -> list[np.ndarray]:
+    from solir.ir.ops.kernel import gather_affine
+    attrs = {**op.opdef.optional_attrs, **op.attrs}
+    c = _product(attrs, arrays[0], arrays[1])
+    if op.regions:
+        grids = list(np.indices(c.shape, sparse=True))
+        loaded = [c] + [gather_affine(x, m, grids, None)
+                        for x, m in zip(arrays[2:], attrs["epilogue_maps"])]
+        [c] = run_block(op.regions[0], loaded, {"grids": grids, "inputs": arrays[2:]})
+        c = np.broadcast_to(np.asarray(c), op.results[0].type.shape)
+    return [np.asarray(c).astype(op.results[0].type.dtype.numpy)]
+
+
+def _product(attrs: dict[str, Any], a: np.ndarray, b: np.ndarray) -> np.ndarray:
     if attrs.get("a_packed"):
         a = np.stack([unpack_panels(x, attrs["m"], attrs["k"], attrs["mr"], attrs["kc"])
                       for x in a.reshape(-1, a.shape[-1])])
@@ -141,15 +180,17 @@ def _reference(attrs: dict[str, Any], a: np.ndarray, b: np.ndarray) -> np.ndarra
 
 
 register(OpDef(
-    name="kernel.matmul", operands=("a", "b"), infer=_infer,
+    name="kernel.matmul", operands=("a", "b", "*epilogue"), infer=_infer,
     optional_attrs={"trans_a": False, "trans_b": False, "kernel": "matmul",
                     **{k: None for k in BLOCKING}, "parallel": None,
                     "a_packed": False, "b_packed": False, "m": None, "n": None, "k": None,
-                    "patches": None},
-    reference=_reference, kind=KERNEL,
+                    "patches": None, "epilogue_maps": None},
+    verify=_verify, reference=_reference, kind=KERNEL, has_region=True,
     doc="Batched C = A B by the packed register-blocked microkernel; A is [B,M,K] "
         "([B,K,M] if trans_a), B is [B,K,N] ([B,N,K] if trans_b, or an NCHW image read as "
-        "its im2col matrix with patches); a batch of 1 broadcasts."))
+        "its im2col matrix with patches); a batch of 1 broadcasts. An optional region "
+        "(the epilogue) maps each element of C, with the epilogue operands' elements, "
+        "before it is stored."))
 
 
 # ---- from dot_general ------------------------------------------------------------------------------

@@ -12,6 +12,10 @@
           then C += (p0 > 0) or C = the tile. Edge tiles run the narrowest microkernel
           covering their columns (whole vectors) into a scratch tile and copy its valid part
           out, so they cost no more than a full one.
+          With an epilogue (bias, BN, activation: solir/lower/epilogue.py) the last K block
+          stores epilogue(C + tile), element by element from the registers; the epilogue's
+          operands are read at the tile's rows and columns. Such a matmul gets its own
+          microkernels and block function (named after it): the shared ones take none.
 
 Pack buffers live in a per-thread scratch area the runtime allocates once
 (`solir_scratch`), so a call allocates nothing after the first. The blocking comes from
@@ -77,7 +81,11 @@ class _MatmulEmitter:
     def __init__(self, llmod: ir.Module, op: Op, target: Target, name: str):
         self.llmod, self.op, self.target, self.name = llmod, op, target, name
         a = op.attrs
-        A, B = op.operands
+        A, B = op.operands[:2]
+        self.epi = op.regions[0] if op.regions else None
+        # epilogue operand k's element for C(b, i, j): ptr_k + cb b + cm i + cn j + c0
+        self.epi_coeffs = [(e.coeffs[0], e.coeffs[1], e.coeffs[2], e.const)
+                           for e in (m.exprs[0] for m in (a.get("epilogue_maps") or ()))]
         self.batch, self.M, self.N = op.results[0].type.shape
         self.ta, self.tb = bool(a.get("trans_a")), bool(a.get("trans_b"))
         self.a_packed, self.b_packed = bool(a.get("a_packed")), bool(a.get("b_packed"))
@@ -108,6 +116,9 @@ class _MatmulEmitter:
             self.image = tuple(B.type.shape[1:])
             self.b_bs = 0 if B.type.shape[0] == 1 else int(np.prod(self.image))
         self.b_ps, self.b_js = (1, K) if self.tb else (N, 1)
+        # shared helpers are solir.mm.*; a matmul with an epilogue has its own block function
+        # and microkernels (the epilogue is compiled into them)
+        self.prefix = f"{name}.mm." if self.epi else "solir.mm."
         self.mcp = -(-self.mc // self.mr) * self.mr       # blocks padded to whole panels
         self.ncp = -(-self.nc // self.nr) * self.nr
 
@@ -130,18 +141,24 @@ class _MatmulEmitter:
         return b.gep(ptr, [off], source_etype=self.ety, inbounds=True)
 
     # -- the microkernel ---------------------------------------------------------------------------
-    def microkernel(self, direct: bool = False, vectors: int | None = None) -> ir.Function:
+    def microkernel(self, direct: bool = False, vectors: int | None = None,
+                    height: int | None = None) -> ir.Function:
         """void micro(i64 k, ptr ap, ptr bp, ptr c, i64 ldc, i1 accumulate), A from its packed
         panel; direct: micro.da(..., i64 lda, i64 rows), A read in place, row i at
         ap + min(i, rows - 1) lda (rows past the edge repeat the last one; their results
         land in the edge tile's scratch and are dropped). `vectors` < nv: a narrower tile of
-        the first `vectors` vectors of each NR-wide B panel row, for the last columns."""
+        the first `vectors` vectors of each NR-wide B panel row, for the last columns.
+        `height` < mr: only the first `height` rows of the MR-row panel, for the last rows
+        (a 49-row product's last tile has one)."""
         extra = [I64, I64] if direct else []
-        fty = ir.FunctionType(ir.VoidType(), [I64, PTR, PTR, PTR, I64, I1] + extra)
+        epi = [I1] + [PTR] * len(self.epi_coeffs) if self.epi else []
+        fty = ir.FunctionType(ir.VoidType(), [I64, PTR, PTR, PTR, I64, I1] + extra + epi)
         tag = "f64" if self.size == 8 else "f32"
         nv = self.nv if vectors is None else vectors
         width = f"{nv * self.lanes}of{self.nr}" if nv != self.nv else f"{self.nr}"
-        name = f"solir.mm.micro{self.mr}x{width}{'.da' if direct else ''}.{tag}x{self.lanes}"
+        mr = self.mr if height is None else height
+        tall = f"{mr}of{self.mr}" if mr != self.mr else f"{mr}"
+        name = f"{self.prefix}micro{tall}x{width}{'.da' if direct else ''}.{tag}x{self.lanes}"
         if name in self.llmod.globals:          # one per blocking and dtype in a module
             return self.llmod.globals[name]
         fn = ir.Function(self.llmod, fty, name)
@@ -152,11 +169,11 @@ class _MatmulEmitter:
             arg.name = nm
         b = ir.IRBuilder(fn.append_basic_block("entry"))
         if direct:
-            lda, rows = fn.args[6:]
+            lda, rows = fn.args[6:8]
             last = b.sub(rows, const64(1))
             a_rows = [self.gep(b, ap, b.mul(self.smin(b, const64(i), last), lda))
-                      for i in range(self.mr)]
-        mr, lanes, nr = self.mr, self.lanes, self.nr
+                      for i in range(mr)]
+        lanes, nr = self.lanes, self.nr
         zero = ir.Constant(self.vty, [0.0] * lanes) if lanes > 1 else ir.Constant(self.ety, 0.0)
         e = ElementEmitter(self.llmod, b, lanes)     # llvm.fmuladd: an FMA where there is one
         valign = self.size * lanes if (nr * self.size) % (self.size * lanes) == 0 else self.size
@@ -173,7 +190,7 @@ class _MatmulEmitter:
             out = list(acc)
             for i in range(mr):
                 addr = (self.gep(b, a_rows[i], p) if direct else
-                        self.gep(b, ap, b.add(b.mul(p, const64(mr)), const64(i))))
+                        self.gep(b, ap, b.add(b.mul(p, const64(self.mr)), const64(i))))
                 a = b.load(addr, typ=self.ety, align=self.size)
                 av = e.splat(a)
                 for v in range(nv):
@@ -191,18 +208,29 @@ class _MatmulEmitter:
         rest = b.sub(k, b.srem(k, const64(unroll)))
         acc = carried_loop(b, rest, k, 1, acc, step, "k1")
 
-        # write back: C (+)= acc
-        with b.if_else(accumulate) as (then, otherwise):
-            with then:
-                self._store_tile(b, c, ldc, acc, nv, add=True)
-            with otherwise:
-                self._store_tile(b, c, ldc, acc, nv, add=False)
+        # write back: C (+)= acc, through the epilogue after the last K block
+        def write_back(ptrs: list[ir.Value] | None) -> None:
+            with b.if_else(accumulate) as (then, otherwise):
+                with then:
+                    self._store_tile(b, c, ldc, acc, nv, add=True, epi_ptrs=ptrs)
+                with otherwise:
+                    self._store_tile(b, c, ldc, acc, nv, add=False, epi_ptrs=ptrs)
+        if self.epi:
+            last, *ptrs = fn.args[len(fn.args) - len(epi):]
+            with b.if_else(last) as (then, otherwise):
+                with then:
+                    write_back(ptrs)
+                with otherwise:
+                    write_back(None)
+        else:
+            write_back(None)
         b.ret_void()
         return fn
 
     def _store_tile(self, b: ir.IRBuilder, c: ir.Value, ldc: ir.Value, acc: list[ir.Value],
-                    nv: int, add: bool) -> None:
-        for i in range(self.mr):
+                    nv: int, add: bool, epi_ptrs: list[ir.Value] | None = None) -> None:
+        e = ElementEmitter(self.llmod, b, self.lanes)
+        for i in range(len(acc) // nv):
             row = b.mul(const64(i), ldc)
             for v in range(nv):
                 ptr = self.gep(b, c, b.add(row, const64(v * self.lanes)))
@@ -210,7 +238,32 @@ class _MatmulEmitter:
                 if add:
                     old = b.load(ptr, typ=self.vty, align=self.size)
                     val = b.fadd(old, val)
+                if epi_ptrs is not None:
+                    val = self.epilogue(e, val, epi_ptrs, const64(i), const64(v * self.lanes))
                 b.store(val, ptr, align=self.size)
+
+    def epilogue(self, e: ElementEmitter, val: ir.Value, ptrs: list[ir.Value], i: ir.Value,
+                 j: ir.Value) -> ir.Value:
+        """The epilogue region on C's element(s) at row i, column j (of the tile whose
+        operand pointers are `ptrs`): `e.lanes` consecutive columns at once."""
+        b = e.b
+        assert self.epi is not None
+        args = [val]
+        for ptr, (_, cm, cn, _) in zip(ptrs, self.epi_coeffs):
+            off = b.add(b.mul(i, const64(cm)), b.mul(j, const64(cn)))
+            addr = self.gep(b, ptr, off)
+            if cn and e.lanes > 1:
+                args.append(b.load(addr, typ=ir.VectorType(self.ety, e.lanes), align=self.size))
+            else:
+                args.append(e.splat(b.load(addr, typ=self.ety, align=self.size)))
+        env = dict(zip(self.epi.args, args))
+        for bop in self.epi.ops[:-1]:
+            if bop.name == "tensor.constant":
+                value = bop.attrs["value"]
+                env[bop.results[0]] = e.const(bop.results[0].type.dtype, value.item())
+            else:
+                env[bop.results[0]] = bop.opdef.emit(e, bop, [env[x] for x in bop.operands])
+        return env[self.epi.ops[-1].operands[0]]
 
     # -- shared helper functions ------------------------------------------------------------------
     # Packing and the tile loop take their strides and sizes as arguments, so one copy of each
@@ -218,9 +271,9 @@ class _MatmulEmitter:
     # compile time grows with the number of distinct blockings, not of matmuls. They are
     # `noinline` for the same reason.
     def _helper(self, name: str, args: list[tuple[str, ir.Type]],
-                body: Callable[[ir.IRBuilder, list[ir.Value]], None]) -> ir.Function:
+                body: Callable[[ir.IRBuilder, list[ir.Value]], None], own: bool = False) -> ir.Function:
         tag = "f64" if self.size == 8 else "f32"
-        full = f"solir.mm.{name}.{tag}x{self.lanes}"
+        full = f"{self.prefix if own else 'solir.mm.'}{name}.{tag}x{self.lanes}"
         fn = self.llmod.globals.get(full)
         if fn is not None:
             return fn
@@ -451,8 +504,11 @@ class _MatmulEmitter:
         read in place by micro.da."""
         mr, nr = self.mr, self.nr
 
+        n_epi = len(self.epi_coeffs) if self.epi else 0
+
         def body(b: ir.IRBuilder, a: list[ir.Value]) -> None:
             apk, bp, c, ldc, mcur, ncur, kcur, accumulate, ctile = a[:9]
+            epi_in = a[len(a) - n_epi - 1:] if self.epi else []      # last, block pointers
             with for_range(b, const64(0), ncur, nr, name="jr") as jr:
                 wn = self.smin(b, b.sub(ncur, jr), const64(nr))
                 b_panel = self.gep(b, bp, b.mul(jr, kcur))
@@ -466,6 +522,11 @@ class _MatmulEmitter:
                         a_panel = self.gep(b, apk, b.mul(ir_, kcur))
                         more = []
                     cptr = self.gep(b, c, b.add(b.mul(ir_, ldc), jr))
+                    if self.epi:            # the tile's operand pointers: rows ir_, columns jr
+                        last, *bases = epi_in
+                        more = more + [last] + [
+                            self.gep(b, p, b.add(b.mul(ir_, const64(cm)), b.mul(jr, const64(cn))))
+                            for p, (_, cm, cn, _) in zip(bases, self.epi_coeffs)]
                     full = b.and_(b.icmp_signed("==", hm, const64(mr)),
                                   b.icmp_signed("==", wn, const64(nr)))
                     with b.if_else(full) as (then, otherwise):
@@ -476,17 +537,23 @@ class _MatmulEmitter:
                                             cptr, ldc, accumulate, ctile)
         return self._helper(f"block{mr}x{nr}{'.da' if direct else ''}", [
             ("ap", PTR), ("bp", PTR), ("c", PTR), ("ldc", I64), ("mcur", I64), ("ncur", I64),
-            ("kcur", I64), ("accumulate", I1), ("ctile", PTR)] + ([("lda", I64)] if direct else []),
-            body)
+            ("kcur", I64), ("accumulate", I1), ("ctile", PTR)] + ([("lda", I64)] if direct else [])
+            + ([("last", I1)] + [(f"epi{k}", PTR) for k in range(n_epi)] if self.epi else []),
+            body, own=True)
 
     def _edge_tile(self, b: ir.IRBuilder, direct: bool, hm: ir.Value, wn: ir.Value,
                    head: list[ir.Value], more: list[ir.Value], cptr: ir.Value, ldc: ir.Value,
                    accumulate: ir.Value, ctile: ir.Value) -> None:
-        """An edge tile (hm <= MR rows, wn <= NR columns): the microkernel with the fewest
-        vectors that cover wn columns (a 196-column product's last panel has 4: one vector,
-        not four), straight into C when the tile is exactly that wide and MR tall, else into
-        the scratch tile and copied out."""
+        """An edge tile (hm <= MR rows, wn <= NR columns). A full-width one runs the hm-row
+        microkernel straight into C (a 49-row product's last tile: one row, not six). Else
+        the microkernel with the fewest vectors that cover wn columns (a 196-column
+        product's last panel has 4: one vector, not four), straight into C when the tile is
+        exactly that wide and MR tall, else into the scratch tile and copied out."""
         lanes = self.lanes
+
+        n_epi = len(self.epi_coeffs) if self.epi else 0
+        plain = more[:len(more) - n_epi - 1] if self.epi else more      # lda, rows
+        epi = more[len(plain):]                                          # last, pointers
 
         def run(vectors: int) -> None:
             micro = self.microkernel(direct, vectors)
@@ -495,9 +562,10 @@ class _MatmulEmitter:
             with b.if_else(exact) as (then, otherwise):
                 with then:
                     b.call(micro, head + [cptr, ldc, accumulate] + more)
-                with otherwise:
-                    b.call(micro, head + [ctile, const64(self.nr), ir.Constant(I1, 0)] + more)
-                    self._copy_edge(b, ctile, cptr, ldc, hm, wn, accumulate)
+                with otherwise:           # raw sums into the scratch tile; the epilogue on copy
+                    raw = [ir.Constant(I1, 0)] + epi[1:] if self.epi else []
+                    b.call(micro, head + [ctile, const64(self.nr), ir.Constant(I1, 0)] + plain + raw)
+                    self._copy_edge(b, ctile, cptr, ldc, hm, wn, accumulate, epi)
 
         def cascade(v: int) -> None:
             if v == self.nv:
@@ -508,16 +576,35 @@ class _MatmulEmitter:
                     run(v)
                 with otherwise:
                     cascade(v + 1)
-        cascade(1)
+
+        def rows(h: int) -> None:
+            """A full-width tile of h < MR rows: the h-row microkernel, straight into C."""
+            if h == self.mr:
+                cascade(1)
+                return
+            full = b.and_(b.icmp_signed("==", hm, const64(h)), b.icmp_signed("==", wn, const64(self.nr)))
+            with b.if_else(full) as (then, otherwise):
+                with then:
+                    b.call(self.microkernel(direct, None, h), head + [cptr, ldc, accumulate] + more)
+                with otherwise:
+                    rows(h + 1)
+        rows(1)
 
     def _copy_edge(self, b: ir.IRBuilder, tile: ir.Value, cptr: ir.Value, ldc: ir.Value,
-                   hm: ir.Value, wn: ir.Value, accumulate: ir.Value) -> None:
+                   hm: ir.Value, wn: ir.Value, accumulate: ir.Value, epi: list[ir.Value]) -> None:
+        """C (+)= the scratch tile's valid part; with an epilogue, `epi` = (last, the tile's
+        operand pointers) and the last K block stores epilogue(C + tile)."""
+        e1 = ElementEmitter(self.llmod, b, 1)
         with for_range(b, const64(0), hm, 1, name="ei") as i:
             with for_range(b, const64(0), wn, 1, name="ej") as j:
                 t = b.load(self.gep(b, tile, b.add(b.mul(i, const64(self.nr)), j)), typ=self.ety)
                 dst = self.gep(b, cptr, b.add(b.mul(i, ldc), j))
                 old = b.load(dst, typ=self.ety)
-                b.store(b.select(accumulate, b.fadd(old, t), t), dst)
+                val = b.select(accumulate, b.fadd(old, t), t)
+                if self.epi:
+                    last, *ptrs = epi
+                    val = b.select(last, self.epilogue(e1, val, ptrs, i, j), val)
+                b.store(val, dst)
 
     # -- the driver (one per matmul: its sizes and strides as constants) ---------------------------
     def emit(self) -> ir.Function:
@@ -530,8 +617,8 @@ class _MatmulEmitter:
         bufs.name, begin.name, end.name = "bufs", "begin", "end"
         b = ir.IRBuilder(fn.append_basic_block("entry"))
         ptrs = [b.load(b.gep(bufs, [const64(k)], source_etype=PTR, inbounds=True), typ=PTR)
-                for k in range(3)]
-        asrc, bsrc, c = ptrs
+                for k in range(len(self.op.operands) + 1)]
+        asrc, bsrc, *epi_src, c = ptrs
         bp = scratch(self.llmod, b, self.scratch_elems() * self.size)
         apk = self.gep(b, bp, const64(self.kc * self.ncp))
         ctile = self.gep(b, bp, const64(self.kc * self.ncp + self.mcp * self.kc))
@@ -581,7 +668,13 @@ class _MatmulEmitter:
                                         const64(self.a_ps)])
                         apan = apk
                     cptr = self.gep(b, c, b.add(c_base, b.add(b.mul(i0, const64(N)), j0)))
+                    epi = []
+                    if self.epi:        # last K block; each operand at (bi, i0, j0)
+                        epi = [b.icmp_signed("==", b.add(p0, kcur), const64(K))] + [
+                            self.gep(b, p, b.add(b.add(b.mul(bi, const64(cb)), const64(c0)),
+                                                 b.add(b.mul(i0, const64(cm)), b.mul(j0, const64(cn)))))
+                            for p, (cb, cm, cn, c0) in zip(epi_src, self.epi_coeffs)]
                     b.call(block, [apan, bpan, cptr, const64(N), mcur, ncur, kcur, accumulate,
-                                   ctile] + ([const64(self.a_is)] if direct else []))
+                                   ctile] + ([const64(self.a_is)] if direct else []) + epi)
         b.ret_void()
         return fn
