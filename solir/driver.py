@@ -113,16 +113,16 @@ class Compilation:
         say("emitting LLVM IR")
         llmod = self.llvm()
         say(f"generating code for {self.target.name}")
-        obj = machine.compile_object(llmod, self.target)
+        objs = machine.compile_objects(llmod, self.target)
         out_dir.mkdir(parents=True, exist_ok=True)
         f = kernel.funcs[0]
         ins, outs = abi.specs_for(f)
         lib = "model.so" if self.target.can_link_here else "model.o"
         if self.target.can_link_here:
             say("linking")
-            build.link_shared(obj, out_dir / lib, str(cache_root()))
+            build.link_shared(objs, out_dir / lib, str(cache_root()))
         else:
-            (out_dir / lib).write_bytes(obj)
+            (out_dir / lib).write_bytes(objs[0])
             shutil.copy(build.THREADPOOL_C, out_dir / "solir_threadpool.c")
         m = abi.Manifest(entry=f.name, inputs=ins, outputs=outs,
                          workspace_bytes=int(f.attrs["workspace"]), target=self.target.name,

@@ -15,6 +15,8 @@ from solir.ir.parser import parse_module
 from solir.lower.pipeline import Options
 from solir.targets import TARGETS, get_target, host_target, machine
 
+_in_children = machine._in_children
+
 MULADD = """func @muladd(%a: tensor<64x256xf32>, %b: tensor<64x256xf32>, %c: tensor<64x256xf32>) -> tensor<64x256xf32> {
   %m = tensor.mul %a, %b : tensor<64x256xf32>
   %s = tensor.add %m, %c : tensor<64x256xf32>
@@ -69,3 +71,29 @@ def test_host_target_runs_here(rng):
     assert t.missing_features() == []
     x = rng.standard_normal((3, 100)).astype(np.float32)
     np.testing.assert_array_equal(solir.jit(lambda v: v * 2 + 1, target=t)(x), x * 2 + 1)
+
+
+def test_split_codegen_matches_one_module(rng, monkeypatch, tmp_path):
+    """A module compiled as parts in child processes (data, then code cut by kernel) links
+    into the same function: every function defined once, the entry still exported."""
+    params = zoo.conv_net_params(rng, c1=4, c2=8)
+    x = zoo.normal(rng, 2, 9, 9, 3)
+    comp = solir.jit(zoo.conv_net_nhwc).lower(x, params).compilation
+    text = machine.module_text(comp.llvm())
+    parts = machine.split_module(text, 2)
+    assert parts == [text]                       # too small to be worth it by default
+    monkeypatch.setattr(machine, "SPLIT_MIN_LINES", 0)
+    data, *code = machine.split_module(text, 2)
+    assert len(code) == 2 and "module asm" not in "".join(code) and "define" not in data
+    defined = [re.findall(r'^define [^@]*@"([^"]+)"', p, re.M) for p in code]
+    assert sorted(defined[0] + defined[1]) == sorted(re.findall(r'^define [^@]*@"([^"]+)"', text, re.M))
+    assert not set(defined[0]) & set(defined[1])
+    assert any(re.search(r'^define i32 @"conv_net_nhwc"', p, re.M) for p in code)
+    monkeypatch.setenv("SOLIR_CACHE_DIR", str(tmp_path))     # an empty cache: compiled now
+    calls = []
+    monkeypatch.setattr(machine, "_in_children", lambda jobs, **kw: calls.append(len(jobs))
+                        or _in_children(jobs, **kw))
+    want = np.asarray(zoo.conv_net_nhwc(x, params))
+    got = solir.jit(zoo.conv_net_nhwc)(x, params)
+    assert calls == [3]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)

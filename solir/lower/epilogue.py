@@ -4,7 +4,9 @@ tile of C while the microkernel still holds it in registers.
 A conv or dense layer's bias, BatchNorm scale and shift, and activation used to be a pass of
 their own over C: MobileNet's first pointwise conv (K = 32) writes a 3.2 MB C and the
 BN+ReLU pass then reads and writes it again, twice the memory traffic of the product itself.
-Fused, C is written once, already transformed.
+Fused, C is written once, already transformed. A C that fits in half of L2 is left alone:
+the separate pass then reads it from L2 at little cost, and each fused matmul compiles a
+microkernel of its own.
 
 The consumer qualifies when it reads C (seen through reshapes nothing else reads) element
 for element in C's order, computes one value of C's dtype per element from C's element,
@@ -36,18 +38,19 @@ def fuse_epilogues(module: Module, ctx: PassContext) -> Module:
     if not ctx.options.fuse:
         return module
     for f in module.funcs:
-        _fuse(f)
+        _fuse(f, ctx.options.epilogue_bytes if ctx.options.epilogue_bytes >= 0
+              else ctx.target.l2_kib * 1024 // 2)
     return module
 
 
-def _fuse(f: Func) -> None:
+def _fuse(f: Func, min_bytes: int) -> None:
     changed = True
     while changed:
         changed = False
         uses = users(f.body)
         returned = set(f.body.ops[-1].operands)
         for op in list(f.body.ops):
-            if op.name != "kernel.matmul" or op.regions:
+            if op.name != "kernel.matmul" or op.regions or op.results[0].type.nbytes < min_bytes:
                 continue
             found = _consumer(op, uses, returned)
             if found is None:

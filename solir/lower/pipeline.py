@@ -28,6 +28,9 @@ class Options:
     """Compiler knobs; each is a field so the CLI can list and set them."""
 
     fuse: bool = True                 # merge producers into consumers
+    # run a matmul's elementwise consumer in its tile write-back when C has at least this
+    # many bytes (-1: half the target's L2; see solir/lower/epilogue.py)
+    epilogue_bytes: int = -1
     vectorize: bool = True            # use the target's vectors on the chosen axis
     parallel: bool = True             # split the outermost parallel loop across threads
     fold_limit: int = 1 << 22         # constant-fold results up to this many elements

@@ -47,17 +47,19 @@ def runtime_library(cache_dir: str) -> Path:
     return out
 
 
-def link_shared(obj: bytes, out: Path, cache_dir: str) -> None:
-    """Link `obj` into `out` and put the runtime library beside it."""
+def link_shared(objs: list[bytes], out: Path, cache_dir: str) -> None:
+    """Link the objects into `out` and put the runtime library beside it."""
     out.parent.mkdir(parents=True, exist_ok=True)
     rt = runtime_library(cache_dir)
-    o = out.with_suffix(".o")
-    o.write_bytes(obj)
+    paths = [out.with_suffix(f".{k}.o") for k in range(len(objs))]
+    for o, obj in zip(paths, objs):
+        o.write_bytes(obj)
     try:
-        _run([cc(), "-shared", "-o", str(out), str(o), str(rt), "-Wl,-rpath,$ORIGIN",
-              "-lm", "-lpthread"])
+        _run([cc(), "-shared", "-o", str(out)] + [str(o) for o in paths]
+             + [str(rt), "-Wl,-rpath,$ORIGIN", "-lm", "-lpthread"])
     finally:
-        o.unlink(missing_ok=True)
+        for o in paths:
+            o.unlink(missing_ok=True)
     local = out.parent / RUNTIME_SONAME
     if not local.exists():
         shutil.copyfile(rt, local)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from typing import Any
 import re
 
 import llvmlite.binding as llvm
@@ -53,9 +54,12 @@ def target_machine(target: Target) -> llvm.TargetMachine:
 
 def optimize(llmod: ir.Module, target: Target) -> llvm.ModuleRef:
     """Parse, verify and run LLVM's O3 pipeline for the target."""
+    return _optimized(_fix_attrs(module_text(llmod), target), target)
+
+
+def _optimized(text: str, target: Target, vectorize: bool = True) -> llvm.ModuleRef:
     _init()
     tm = target_machine(target)
-    text = _fix_attrs(module_text(llmod), target)
     try:
         mod = llvm.parse_assembly(text)
         mod.verify()
@@ -65,15 +69,105 @@ def optimize(llmod: ir.Module, target: Target) -> llvm.ModuleRef:
     mod.triple = target.triple
     mod.data_layout = str(tm.target_data)
     pto = llvm.create_pipeline_tuning_options(speed_level=3)
-    pto.loop_vectorization = True
-    pto.slp_vectorization = True
+    pto.loop_vectorization = vectorize
+    pto.slp_vectorization = vectorize
     pb = llvm.create_pass_builder(tm, pto)
     pb.getModulePassManager().run(mod, pb)
     return mod
 
 
+def compile_objects(llmod: ir.Module, target: Target, parts: int = 0) -> list[bytes]:
+    """Object code for a target this machine links, as several objects compiled at once in
+    child processes (llvmlite serializes LLVM calls within a process): LLVM's optimizer and
+    code generator are most of a large model's compile time. The module is cut into
+    independent modules (split_module): `parts` of code (0: one per core, at most 4) and one
+    of data (the weights' .incbin); the linker joins them again."""
+    import os
+    if not target.can_link_here or target.llvm_options:
+        return [_codegen(llmod, target, "obj")]  # type: ignore[list-item]
+    n = parts or min(4, len(os.sched_getaffinity(0)))
+    texts = split_module(module_text(llmod), n)
+    if len(texts) == 1:
+        return [_codegen(llmod, target, "obj")]  # type: ignore[list-item]
+    return _in_children([(t, target, "obj") for t in texts])
+
+
 def compile_object(llmod: ir.Module, target: Target) -> bytes:
     return _codegen(llmod, target, "obj")  # type: ignore[return-value]
+
+
+_DEFINE = re.compile(r'^define (internal )?(.*?)@"([^"]+)"(\(.*)$', re.S)
+
+
+SPLIT_MIN_LINES = 20000      # smaller modules compile faster in one piece than in children
+_GLOBAL = re.compile(r'^(@"[^"]+") = internal (constant|global) (\[\d+ x i8\])')
+
+
+def split_module(text: str, parts: int) -> list[str]:
+    """The IR text of a module as a module of its data (global constants, module asm) and
+    `parts` modules of code of about equal size. Functions are kept together by kernel (a
+    kernel's chunk function with its own helpers, named after it); internal functions
+    become hidden, each part declares those it calls from the others, and the data is
+    declared external hidden. [text] when there is too little to share."""
+    lines = text.split("\n")
+    head: list[str] = []
+    globals_: list[str] = []
+    funcs: list[tuple[str, str, list[str]]] = []      # (name, header, body lines)
+    tail: list[str] = []                               # declares, module asm
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if line.startswith("define "):
+            j = lines.index("}", i)
+            m = _DEFINE.match(line)
+            if m is None:
+                return [text]
+            funcs.append((m.group(3), line, lines[i:j + 1]))
+            i = j + 1
+            continue
+        if line.startswith("@"):
+            globals_.append(line)
+        elif line.startswith(("declare ", "module asm")):
+            tail.append(line)
+        else:
+            head.append(line)
+        i += 1
+    if parts < 2 or len(funcs) < 2 * parts or len(lines) < SPLIT_MIN_LINES:
+        return [text]
+    clusters: dict[str, list[int]] = {}
+    for k, (name, _, _) in enumerate(funcs):
+        key = ".".join(name.split(".")[:2]) if not name.startswith("solir.") else name
+        clusters.setdefault(key, []).append(k)
+    load = [0] * parts
+    owner = [0] * len(funcs)
+    for members in sorted(clusters.values(), key=lambda ms: -sum(len(funcs[k][2]) for k in ms)):
+        p = load.index(min(load))
+        for k in members:
+            owner[k] = p
+            load[p] += len(funcs[k][2])
+    declared = []
+    for g in globals_:
+        if " external " in g:
+            declared.append(g)
+            continue
+        m = _GLOBAL.match(g)                   # @"x" = internal constant [n x i8] c"..."
+        if m is None:
+            return [text]
+        declared.append(f"{m.group(1)} = external hidden {m.group(2)} {m.group(3)}")
+    out = ["\n".join(head + [g.replace(" = internal ", " = hidden ", 1) for g in globals_]
+                     + [t for t in tail if t.startswith("module asm")])]
+    for p in range(parts):
+        body = head + declared
+        for k, (name, header, flines) in enumerate(funcs):
+            hidden = _DEFINE.sub(lambda m: f'define {"hidden " if m.group(1) else ""}{m.group(2)}'
+                                           f'@"{m.group(3)}"{m.group(4)}', header, count=1)
+            if owner[k] == p:
+                body += [hidden] + flines[1:]
+            else:
+                body.append("declare " + hidden[len("define "):])
+        body += [t for t in tail if not t.startswith("module asm")]
+        out.append("\n".join(body))
+    return out
 
 
 def assembly(llmod: ir.Module, target: Target) -> str:
@@ -86,48 +180,57 @@ def _codegen(llmod: ir.Module, target: Target, kind: str) -> bytes | str:
     if not target.can_link_here or target.llvm_options:
         return _codegen_isolated(llmod, target, kind)
     mod = optimize(llmod, target)
+    return _object(mod, target) if kind == "obj" else _object(mod, target, asm=True)
+
+
+def _object(mod: llvm.ModuleRef, target: Target, asm: bool = False) -> bytes | str:
     tm = target_machine(target)
     try:
-        return tm.emit_object(mod) if kind == "obj" else tm.emit_assembly(mod)
+        return tm.emit_assembly(mod) if asm else tm.emit_object(mod)
     except RuntimeError as e:
         raise CompileError(f"LLVM could not generate code for target '{target.name}': {e}") from None
 
 
 def _codegen_isolated(llmod: ir.Module, target: Target, kind: str) -> bytes | str:
+    return _in_children([(module_text(llmod), target, kind)], vectorize=False)[0]
+
+
+def _in_children(jobs: list[tuple[str, Target, str]], vectorize: bool = True) -> list[Any]:
+    """Each (IR text, target, "obj" | "asm") compiled by a child process of its own, all at
+    once: a backend that aborts takes only its child down, and children run in parallel."""
     import pickle
     import subprocess
     import sys
+    from concurrent.futures import ThreadPoolExecutor
 
-    payload = pickle.dumps((module_text(llmod), target, kind))
-    proc = subprocess.run([sys.executable, "-m", "solir.targets.machine"], input=payload,
-                          capture_output=True, timeout=600)
-    if proc.returncode != 0:
-        err = proc.stderr.decode(errors="replace").strip().splitlines()
-        detail = "; ".join(line for line in err[-6:] if line.strip())[:1500]
-        raise CompileError(f"LLVM's {target.arch} backend failed on target '{target.name}': {detail}",
-                           fix="this is a solir or LLVM bug; other targets are unaffected")
-    out = pickle.loads(proc.stdout)
-    return out
+    def run(job: tuple[str, Target, str]) -> Any:
+        proc = subprocess.run([sys.executable, "-m", "solir.targets.machine"],
+                              input=pickle.dumps(job + (vectorize,)), capture_output=True,
+                              timeout=600)
+        if proc.returncode != 0:
+            target = job[1]
+            err = proc.stderr.decode(errors="replace").strip().splitlines()
+            detail = "; ".join(line for line in err[-6:] if line.strip())[:1500]
+            raise CompileError(f"LLVM's {target.arch} backend failed on target '{target.name}': "
+                               f"{detail}", fix="this is a solir or LLVM bug; other targets are "
+                               "unaffected")
+        return pickle.loads(proc.stdout)
+    if len(jobs) == 1:
+        return [run(jobs[0])]
+    with ThreadPoolExecutor(len(jobs)) as pool:      # threads wait; the children work
+        return list(pool.map(run, jobs))
 
 
 def _child_main() -> None:
     import pickle
     import sys
 
-    text, target, kind = pickle.loads(sys.stdin.buffer.read())
+    text, target, kind, vectorize = pickle.loads(sys.stdin.buffer.read())
     _init()
     for option in target.llvm_options:   # process-wide, hence only in this child process
         llvm.set_option("", option)
-    mod = llvm.parse_assembly(_fix_attrs(text, target))
-    mod.verify()
-    tm = target_machine(target)
-    mod.triple = target.triple
-    mod.data_layout = str(tm.target_data)
-    pto = llvm.create_pipeline_tuning_options(speed_level=3)
-    pb = llvm.create_pass_builder(tm, pto)
-    pb.getModulePassManager().run(mod, pb)
-    out = tm.emit_object(mod) if kind == "obj" else tm.emit_assembly(mod)
-    sys.stdout.buffer.write(pickle.dumps(out))
+    mod = _optimized(_fix_attrs(text, target), target, vectorize)
+    sys.stdout.buffer.write(pickle.dumps(_object(mod, target, asm=kind != "obj")))
 
 
 if __name__ == "__main__":

@@ -15,7 +15,9 @@
           With an epilogue (bias, BN, activation: solir/lower/epilogue.py) the last K block
           stores epilogue(C + tile), element by element from the registers; the epilogue's
           operands are read at the tile's rows and columns. Such a matmul gets its own
-          microkernels and block function (named after it): the shared ones take none.
+          full-tile microkernel and block function (named after it); earlier K blocks and
+          edge tiles run the shared microkernels, edge tiles through the scratch tile with
+          the epilogue applied as it is copied out.
 
 Pack buffers live in a per-thread scratch area the runtime allocates once
 (`solir_scratch`), so a call allocates nothing after the first. The blocking comes from
@@ -116,8 +118,8 @@ class _MatmulEmitter:
             self.image = tuple(B.type.shape[1:])
             self.b_bs = 0 if B.type.shape[0] == 1 else int(np.prod(self.image))
         self.b_ps, self.b_js = (1, K) if self.tb else (N, 1)
-        # shared helpers are solir.mm.*; a matmul with an epilogue has its own block function
-        # and microkernels (the epilogue is compiled into them)
+        # shared helpers are solir.mm.*; a matmul with an epilogue has its own tile function
+        # and full-tile microkernel (the epilogue is compiled into them)
         self.prefix = f"{name}.mm." if self.epi else "solir.mm."
         self.mcp = -(-self.mc // self.mr) * self.mr       # blocks padded to whole panels
         self.ncp = -(-self.nc // self.nr) * self.nr
@@ -142,23 +144,26 @@ class _MatmulEmitter:
 
     # -- the microkernel ---------------------------------------------------------------------------
     def microkernel(self, direct: bool = False, vectors: int | None = None,
-                    height: int | None = None) -> ir.Function:
+                    height: int | None = None, epilogue: bool = False) -> ir.Function:
         """void micro(i64 k, ptr ap, ptr bp, ptr c, i64 ldc, i1 accumulate), A from its packed
         panel; direct: micro.da(..., i64 lda, i64 rows), A read in place, row i at
         ap + min(i, rows - 1) lda (rows past the edge repeat the last one; their results
         land in the edge tile's scratch and are dropped). `vectors` < nv: a narrower tile of
         the first `vectors` vectors of each NR-wide B panel row, for the last columns.
         `height` < mr: only the first `height` rows of the MR-row panel, for the last rows
-        (a 49-row product's last tile has one)."""
+        (a 49-row product's last tile has one). `epilogue`: the last K block's full tile,
+        micro.epi(..., ptr operand_0, ...) storing epilogue(C + tile) (C + only when K is
+        split into blocks), each operand pointer at the tile's first row and column."""
         extra = [I64, I64] if direct else []
-        epi = [I1] + [PTR] * len(self.epi_coeffs) if self.epi else []
+        epi = [PTR] * len(self.epi_coeffs) if epilogue else []
         fty = ir.FunctionType(ir.VoidType(), [I64, PTR, PTR, PTR, I64, I1] + extra + epi)
         tag = "f64" if self.size == 8 else "f32"
         nv = self.nv if vectors is None else vectors
         width = f"{nv * self.lanes}of{self.nr}" if nv != self.nv else f"{self.nr}"
         mr = self.mr if height is None else height
         tall = f"{mr}of{self.mr}" if mr != self.mr else f"{mr}"
-        name = f"{self.prefix}micro{tall}x{width}{'.da' if direct else ''}.{tag}x{self.lanes}"
+        prefix = self.prefix if epilogue else "solir.mm."
+        name = f"{prefix}micro{tall}x{width}{'.da' if direct else ''}.{tag}x{self.lanes}"
         if name in self.llmod.globals:          # one per blocking and dtype in a module
             return self.llmod.globals[name]
         fn = ir.Function(self.llmod, fty, name)
@@ -208,22 +213,16 @@ class _MatmulEmitter:
         rest = b.sub(k, b.srem(k, const64(unroll)))
         acc = carried_loop(b, rest, k, 1, acc, step, "k1")
 
-        # write back: C (+)= acc, through the epilogue after the last K block
-        def write_back(ptrs: list[ir.Value] | None) -> None:
+        # write back: C (+)= acc; the last K block's through the epilogue
+        if epilogue:
+            ptrs = list(fn.args[len(fn.args) - len(epi):])
+            self._store_tile(b, c, ldc, acc, nv, add=self.K > self.kc, epi_ptrs=ptrs)
+        else:
             with b.if_else(accumulate) as (then, otherwise):
                 with then:
-                    self._store_tile(b, c, ldc, acc, nv, add=True, epi_ptrs=ptrs)
+                    self._store_tile(b, c, ldc, acc, nv, add=True)
                 with otherwise:
-                    self._store_tile(b, c, ldc, acc, nv, add=False, epi_ptrs=ptrs)
-        if self.epi:
-            last, *ptrs = fn.args[len(fn.args) - len(epi):]
-            with b.if_else(last) as (then, otherwise):
-                with then:
-                    write_back(ptrs)
-                with otherwise:
-                    write_back(None)
-        else:
-            write_back(None)
+                    self._store_tile(b, c, ldc, acc, nv, add=False)
         b.ret_void()
         return fn
 
@@ -271,9 +270,9 @@ class _MatmulEmitter:
     # compile time grows with the number of distinct blockings, not of matmuls. They are
     # `noinline` for the same reason.
     def _helper(self, name: str, args: list[tuple[str, ir.Type]],
-                body: Callable[[ir.IRBuilder, list[ir.Value]], None], own: bool = False) -> ir.Function:
+                body: Callable[[ir.IRBuilder, list[ir.Value]], None]) -> ir.Function:
         tag = "f64" if self.size == 8 else "f32"
-        full = f"{self.prefix if own else 'solir.mm.'}{name}.{tag}x{self.lanes}"
+        full = f"solir.mm.{name}.{tag}x{self.lanes}"
         fn = self.llmod.globals.get(full)
         if fn is not None:
             return fn
@@ -497,36 +496,63 @@ class _MatmulEmitter:
         with for_range(b, const64(0), const64(rows), 1, name=f"{name}r") as t:
             self._copy_row(b, src, dst, t, kv, kcur, s_outer, const64(1), rows, f"{name}rp")
 
+    def _block_args(self, direct: bool) -> list[tuple[str, ir.Type]]:
+        return ([("ap", PTR), ("bp", PTR), ("c", PTR), ("ldc", I64), ("mcur", I64), ("ncur", I64),
+                 ("kcur", I64), ("accumulate", I1), ("ctile", PTR)]
+                + ([("lda", I64)] if direct else []))
+
     def block_fn(self, micro: ir.Function, direct: bool = False) -> ir.Function:
-        """block(ap, bp, c = &C(b, i0, j0), ldc, mcur, ncur, kcur, accumulate, ctile): every
-        microkernel tile of a packed A block against the packed B block. Edge tiles run
-        the narrowest microkernel covering them (_edge_tile). direct: block.da(..., lda), `ap` = &A(b, i0, p0)
-        read in place by micro.da."""
+        """block(ap, bp, c = &C(b, i0, j0), ldc, mcur, ncur, kcur, accumulate, ctile, [lda]):
+        every microkernel tile of a packed A block against the packed B block. Edge tiles run
+        the narrowest microkernel covering them (_edge_tile). direct: `ap` = &A(b, i0, p0)
+        read in place by micro.da with stride lda. One serves every matmul of a blocking;
+        the last K block of a matmul with an epilogue runs its own (epilogue_block_fn)."""
+        return self._helper(f"block{self.mr}x{self.nr}{'.da' if direct else ''}",
+                            self._block_args(direct),
+                            lambda b, a: self._tiles(b, a, direct, micro, None))
+
+    def epilogue_block_fn(self, direct: bool) -> ir.Function:
+        """block.epi(... as block ..., ctx): the last K block of a matmul with an epilogue,
+        every tile through tile_fn; ctx holds the epilogue operands' pointers at the block."""
+        name = f"{self.prefix}block{'.da' if direct else ''}"
+        if name in self.llmod.globals:
+            return self.llmod.globals[name]
+        args = self._block_args(direct) + [("ctx", PTR)]
+        fn = ir.Function(self.llmod, ir.FunctionType(ir.VoidType(), [t for _, t in args]), name)
+        fn.linkage = "internal"
+        fn.attributes.add("noinline")
+        for arg, (nm, _) in zip(fn.args, args):
+            arg.name = nm
+        b = ir.IRBuilder(fn.append_basic_block("entry"))
+        self._tiles(b, list(fn.args), direct, None, fn.args[-1])
+        b.ret_void()
+        return fn
+
+    def _tiles(self, b: ir.IRBuilder, a: list[ir.Value], direct: bool, micro: ir.Function | None,
+               ctx: ir.Value | None) -> None:
+        """The loops over a block's tiles: each through `micro` (and _edge_tile), or through
+        tile_fn with the epilogue operands' pointers `ctx`."""
         mr, nr = self.mr, self.nr
-
-        n_epi = len(self.epi_coeffs) if self.epi else 0
-
-        def body(b: ir.IRBuilder, a: list[ir.Value]) -> None:
-            apk, bp, c, ldc, mcur, ncur, kcur, accumulate, ctile = a[:9]
-            epi_in = a[len(a) - n_epi - 1:] if self.epi else []      # last, block pointers
-            with for_range(b, const64(0), ncur, nr, name="jr") as jr:
-                wn = self.smin(b, b.sub(ncur, jr), const64(nr))
-                b_panel = self.gep(b, bp, b.mul(jr, kcur))
-                with for_range(b, const64(0), mcur, mr, name="ir") as ir_:
-                    hm = self.smin(b, b.sub(mcur, ir_), const64(mr))
-                    if direct:                 # A in place: row ir of the block, stride lda
-                        lda = a[9]
-                        a_panel = self.gep(b, apk, b.mul(ir_, lda))
-                        more = [lda, hm]
-                    else:
-                        a_panel = self.gep(b, apk, b.mul(ir_, kcur))
-                        more = []
-                    cptr = self.gep(b, c, b.add(b.mul(ir_, ldc), jr))
-                    if self.epi:            # the tile's operand pointers: rows ir_, columns jr
-                        last, *bases = epi_in
-                        more = more + [last] + [
-                            self.gep(b, p, b.add(b.mul(ir_, const64(cm)), b.mul(jr, const64(cn))))
-                            for p, (_, cm, cn, _) in zip(bases, self.epi_coeffs)]
+        apk, bp, c, ldc, mcur, ncur, kcur, accumulate, ctile = a[:9]
+        with for_range(b, const64(0), ncur, nr, name="jr") as jr:
+            wn = self.smin(b, b.sub(ncur, jr), const64(nr))
+            b_panel = self.gep(b, bp, b.mul(jr, kcur))
+            with for_range(b, const64(0), mcur, mr, name="ir") as ir_:
+                hm = self.smin(b, b.sub(mcur, ir_), const64(mr))
+                if direct:                 # A in place: row ir of the block, stride lda
+                    lda = a[9]
+                    a_panel = self.gep(b, apk, b.mul(ir_, lda))
+                    more = [lda, hm]
+                else:
+                    a_panel = self.gep(b, apk, b.mul(ir_, kcur))
+                    more = []
+                cptr = self.gep(b, c, b.add(b.mul(ir_, ldc), jr))
+                if micro is None:
+                    assert ctx is not None
+                    b.call(self.tile_fn(direct), [kcur, a_panel, b_panel, cptr, ldc, accumulate,
+                                                  a[9] if direct else const64(0), hm, wn, ctile,
+                                                  ctx, ir_, jr])
+                else:
                     full = b.and_(b.icmp_signed("==", hm, const64(mr)),
                                   b.icmp_signed("==", wn, const64(nr)))
                     with b.if_else(full) as (then, otherwise):
@@ -535,25 +561,61 @@ class _MatmulEmitter:
                         with otherwise:
                             self._edge_tile(b, direct, hm, wn, [kcur, a_panel, b_panel], more,
                                             cptr, ldc, accumulate, ctile)
-        return self._helper(f"block{mr}x{nr}{'.da' if direct else ''}", [
-            ("ap", PTR), ("bp", PTR), ("c", PTR), ("ldc", I64), ("mcur", I64), ("ncur", I64),
-            ("kcur", I64), ("accumulate", I1), ("ctile", PTR)] + ([("lda", I64)] if direct else [])
-            + ([("last", I1)] + [(f"epi{k}", PTR) for k in range(n_epi)] if self.epi else []),
-            body, own=True)
+
+    def tile_fn(self, direct: bool) -> ir.Function:
+        """tile(k, ap, bp, c, ldc, accumulate, lda, hm, wn, ctile, ctx, i, j): one tile of the
+        last K block of a matmul with an epilogue; ctx holds its operands' pointers at the
+        block, (i, j) is the tile's place in it. A full tile runs the epilogue microkernel;
+        an edge tile the narrowest shared one into the scratch tile, copied out through the
+        epilogue."""
+        fty = ir.FunctionType(ir.VoidType(), [I64, PTR, PTR, PTR, I64, I1, I64, I64, I64, PTR,
+                                              PTR, I64, I64])
+        name = f"{self.prefix}tile{'.da' if direct else ''}"
+        if name in self.llmod.globals:
+            return self.llmod.globals[name]
+        fn = ir.Function(self.llmod, fty, name)
+        fn.linkage = "internal"
+        fn.attributes.add("noinline")
+        k, ap, bp, c, ldc, accumulate, lda, hm, wn, ctile, ctx, i, j = fn.args
+        b = ir.IRBuilder(fn.append_basic_block("entry"))
+        ptrs = []
+        for n, (_, cm, cn, _) in enumerate(self.epi_coeffs):
+            base = b.load(b.gep(ctx, [const64(n)], source_etype=PTR, inbounds=True), typ=PTR)
+            ptrs.append(self.gep(b, base, b.add(b.mul(i, const64(cm)), b.mul(j, const64(cn)))))
+        more = [lda, hm] if direct else []
+        full = b.and_(b.icmp_signed("==", hm, const64(self.mr)),
+                      b.icmp_signed("==", wn, const64(self.nr)))
+        with b.if_else(full) as (then, otherwise):
+            with then:
+                b.call(self.microkernel(direct, epilogue=True),
+                       [k, ap, bp, c, ldc, accumulate] + more + ptrs)
+            with otherwise:
+                head = [k, ap, bp, ctile, const64(self.nr), ir.Constant(I1, 0)]
+
+                def cascade(v: int) -> None:
+                    if v == self.nv:
+                        b.call(self.microkernel(direct, v), head + more)
+                        return
+                    with b.if_else(b.icmp_signed("<=", wn, const64(v * self.lanes))) as (t, o):
+                        with t:
+                            b.call(self.microkernel(direct, v), head + more)
+                        with o:
+                            cascade(v + 1)
+                cascade(1)
+                self._copy_edge(b, ctile, c, ldc, hm, wn, accumulate, ptrs)
+        b.ret_void()
+        return fn
 
     def _edge_tile(self, b: ir.IRBuilder, direct: bool, hm: ir.Value, wn: ir.Value,
                    head: list[ir.Value], more: list[ir.Value], cptr: ir.Value, ldc: ir.Value,
                    accumulate: ir.Value, ctile: ir.Value) -> None:
-        """An edge tile (hm <= MR rows, wn <= NR columns). A full-width one runs the hm-row
-        microkernel straight into C (a 49-row product's last tile: one row, not six). Else
+        """An edge tile (hm <= MR rows, wn <= NR columns). With A read in place, a full-width
+        one runs the hm-row microkernel straight into C (a 49-row product's last tile: one
+        row, not six). Else
         the microkernel with the fewest vectors that cover wn columns (a 196-column
         product's last panel has 4: one vector, not four), straight into C when the tile is
         exactly that wide and MR tall, else into the scratch tile and copied out."""
         lanes = self.lanes
-
-        n_epi = len(self.epi_coeffs) if self.epi else 0
-        plain = more[:len(more) - n_epi - 1] if self.epi else more      # lda, rows
-        epi = more[len(plain):]                                          # last, pointers
 
         def run(vectors: int) -> None:
             micro = self.microkernel(direct, vectors)
@@ -562,10 +624,9 @@ class _MatmulEmitter:
             with b.if_else(exact) as (then, otherwise):
                 with then:
                     b.call(micro, head + [cptr, ldc, accumulate] + more)
-                with otherwise:           # raw sums into the scratch tile; the epilogue on copy
-                    raw = [ir.Constant(I1, 0)] + epi[1:] if self.epi else []
-                    b.call(micro, head + [ctile, const64(self.nr), ir.Constant(I1, 0)] + plain + raw)
-                    self._copy_edge(b, ctile, cptr, ldc, hm, wn, accumulate, epi)
+                with otherwise:
+                    b.call(micro, head + [ctile, const64(self.nr), ir.Constant(I1, 0)] + more)
+                    self._copy_edge(b, ctile, cptr, ldc, hm, wn, accumulate, None)
 
         def cascade(v: int) -> None:
             if v == self.nv:
@@ -588,22 +649,24 @@ class _MatmulEmitter:
                     b.call(self.microkernel(direct, None, h), head + [cptr, ldc, accumulate] + more)
                 with otherwise:
                     rows(h + 1)
-        rows(1)
+        # only where A is read in place: a small A (few rows), where the last tile's share
+        # is large; each height is one more microkernel to compile
+        rows(1 if direct else self.mr)
 
     def _copy_edge(self, b: ir.IRBuilder, tile: ir.Value, cptr: ir.Value, ldc: ir.Value,
-                   hm: ir.Value, wn: ir.Value, accumulate: ir.Value, epi: list[ir.Value]) -> None:
-        """C (+)= the scratch tile's valid part; with an epilogue, `epi` = (last, the tile's
-        operand pointers) and the last K block stores epilogue(C + tile)."""
+                   hm: ir.Value, wn: ir.Value, accumulate: ir.Value,
+                   ptrs: list[ir.Value] | None) -> None:
+        """C (+)= the scratch tile's valid part; C = epilogue(C (+) tile) given the epilogue
+        operands' pointers at the tile (the last K block)."""
         e1 = ElementEmitter(self.llmod, b, 1)
         with for_range(b, const64(0), hm, 1, name="ei") as i:
-            with for_range(b, const64(0), wn, 1, name="ej") as j:
+            with for_range(b, const64(0), wn, 1, name="ej", vectorize=ptrs is None) as j:
                 t = b.load(self.gep(b, tile, b.add(b.mul(i, const64(self.nr)), j)), typ=self.ety)
                 dst = self.gep(b, cptr, b.add(b.mul(i, ldc), j))
                 old = b.load(dst, typ=self.ety)
                 val = b.select(accumulate, b.fadd(old, t), t)
-                if self.epi:
-                    last, *ptrs = epi
-                    val = b.select(last, self.epilogue(e1, val, ptrs, i, j), val)
+                if ptrs is not None:
+                    val = self.epilogue(e1, val, ptrs, i, j)
                 b.store(val, dst)
 
     # -- the driver (one per matmul: its sizes and strides as constants) ---------------------------
@@ -622,6 +685,8 @@ class _MatmulEmitter:
         bp = scratch(self.llmod, b, self.scratch_elems() * self.size)
         apk = self.gep(b, bp, const64(self.kc * self.ncp))
         ctile = self.gep(b, bp, const64(self.kc * self.ncp + self.mcp * self.kc))
+        n_epi = max(1, len(self.epi_coeffs))
+        ctx = b.alloca(PTR, size=ir.Constant(ir.IntType(32), n_epi), name="ctx")
         M, N, K, mc, nc, kc = self.M, self.N, self.K, self.mc, self.nc, self.kc
         mb, nb = -(-M // mc), -(-N // nc)
         ng = -(-mb // self.mg)                    # row groups
@@ -668,13 +733,22 @@ class _MatmulEmitter:
                                         const64(self.a_ps)])
                         apan = apk
                     cptr = self.gep(b, c, b.add(c_base, b.add(b.mul(i0, const64(N)), j0)))
-                    epi = []
-                    if self.epi:        # last K block; each operand at (bi, i0, j0)
-                        epi = [b.icmp_signed("==", b.add(p0, kcur), const64(K))] + [
-                            self.gep(b, p, b.add(b.add(b.mul(bi, const64(cb)), const64(c0)),
-                                                 b.add(b.mul(i0, const64(cm)), b.mul(j0, const64(cn)))))
-                            for p, (cb, cm, cn, c0) in zip(epi_src, self.epi_coeffs)]
-                    b.call(block, [apan, bpan, cptr, const64(N), mcur, ncur, kcur, accumulate,
-                                   ctile] + ([const64(self.a_is)] if direct else []) + epi)
+                    if self.epi:        # the epilogue operands at (bi, i0, j0)
+                        for n, (p, (cb, cm, cn, c0)) in enumerate(zip(epi_src, self.epi_coeffs)):
+                            off = b.add(b.add(b.mul(bi, const64(cb)), const64(c0)),
+                                        b.add(b.mul(i0, const64(cm)), b.mul(j0, const64(cn))))
+                            b.store(self.gep(b, p, off),
+                                    b.gep(ctx, [const64(n)], source_etype=PTR, inbounds=True))
+                    args = [apan, bpan, cptr, const64(N), mcur, ncur, kcur, accumulate,
+                            ctile] + ([const64(self.a_is)] if direct else [])
+                    if self.epi:
+                        last = b.icmp_signed("==", b.add(p0, kcur), const64(K))
+                        with b.if_else(last) as (then, otherwise):
+                            with then:
+                                b.call(self.epilogue_block_fn(direct), args + [ctx])
+                            with otherwise:
+                                b.call(block, args)
+                    else:
+                        b.call(block, args)
         b.ret_void()
         return fn
