@@ -78,7 +78,8 @@ def test_f64_keeps_libm_precision():
 
 def test_exp_scaling_gives_the_same_bits_on_every_target():
     """exp's 2^n is one ldexp where the target has it as an instruction (AVX-512 vscalef),
-    else two exact multiplications: both round once, so the bits agree."""
+    else two exact multiplications: both round once, so the bits agree (NaN aside: NaN in,
+    NaN out, a signaling one quieted where vscalef carries it)."""
     from solir.targets import TARGETS
     runnable = [t for t in ("avx2", "avx512") if not TARGETS[t].missing_features()]
     if len(runnable) < 2:
@@ -86,4 +87,6 @@ def test_exp_scaling_gives_the_same_bits_on_every_target():
     assert TARGETS["avx512"].vector_ldexp and not TARGETS["avx2"].vector_ldexp
     x = all_floats(1 << 16)
     a, b = (np.asarray(solir.jit(jnp.exp, target=t)(x)) for t in runnable)
-    np.testing.assert_array_equal(a.view(np.int32), b.view(np.int32))
+    nan = np.isnan(x)       # NaN stays NaN (its payload may be quieted on one of them)
+    assert np.isnan(a[nan]).all() and np.isnan(b[nan]).all()
+    np.testing.assert_array_equal(a[~nan].view(np.int32), b[~nan].view(np.int32))

@@ -54,8 +54,10 @@ def link_shared(objs: list[bytes], out: Path, cache_dir: str) -> None:
     paths = [out.with_suffix(f".{k}.o") for k in range(len(objs))]
     for o, obj in zip(paths, objs):
         o.write_bytes(obj)
+    # gold, where installed, links a model's weights (tens of MB of data) in half the time
+    gold = ["-fuse-ld=gold"] if shutil.which("ld.gold") else []
     try:
-        _run([cc(), "-shared", "-o", str(out)] + [str(o) for o in paths]
+        _run([cc(), "-shared", "-o", str(out)] + gold + [str(o) for o in paths]
              + [str(rt), "-Wl,-rpath,$ORIGIN", "-lm", "-lpthread"])
     finally:
         for o in paths:

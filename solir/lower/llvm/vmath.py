@@ -80,21 +80,31 @@ def x_type(e: "ElementEmitter") -> ir.Type:
     return ir.VectorType(F32, e.lanes) if e.lanes > 1 else F32
 
 
+def _scalef(e: "ElementEmitter") -> bool:
+    """AVX-512's vscalefps applies 2^n with n as a float: NaN in, NaN out."""
+    return e.vector_ldexp and e.lanes == 16 and e.module.triple.startswith("x86_64")
+
+
 def exp(e: "ElementEmitter", x: ir.Value) -> ir.Value:
+    if _scalef(e):              # NaN flows through the clamps and vscalef by itself
+        return _exp(e, x)
     return _keep_nan(e, x, _exp(e, x))
 
 
 def _exp(e: "ElementEmitter", x: ir.Value) -> ir.Value:
-    """exp without its NaN rule (callers that apply their own skip it)."""
+    """exp without its NaN rule (callers that apply their own skip it). The clamps keep a
+    NaN (x < lo ? lo : x, one maxps/minps each); only the vscalef form carries it through
+    (fptosi of NaN is undefined), so elsewhere exp() selects it back."""
     b = e.b
-    xc = e.intrinsic("minnum", [e.intrinsic("maxnum", [x, _c(e, -104.0)]), _c(e, 89.0)])
+    xc = b.select(b.fcmp_ordered("<", x, _c(e, -104.0)), _c(e, -104.0), x)
+    xc = b.select(b.fcmp_ordered(">", xc, _c(e, 89.0)), _c(e, 89.0), xc)
     n = e.intrinsic("rint", [b.fmul(xc, _c(e, 1.44269504088896341))])
     r = _fma(e, n, _c(e, -0.693359375), xc)           # x - n ln2, ln2 in two parts
     r = _fma(e, n, _c(e, 2.12194440e-4), r)
     p = _horner(e, r, [1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2,
                        1.6666665459e-1, 5.0000001201e-1])
     p = _fma(e, b.fmul(p, r), r, b.fadd(r, _c(e, 1.0)))    # 1 + r + r^2 p(r)
-    if e.vector_ldexp and e.lanes == 16 and e.module.triple.startswith("x86_64"):
+    if _scalef(e):
         # AVX-512's vscalefps takes the exponent as a float: no conversion either way
         t = p.type
         fn = e.declare("llvm.x86.avx512.mask.scalef.ps.512", t,
