@@ -46,6 +46,12 @@ MATRICES: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {
 }
 
 
+# Up to this many tiles (one AVX-512 vector) the products run transposed: a matrix only a
+# vector wide leaves the microkernel one vector per row, one broadcast per FMA (load-bound,
+# half the FMA rate), where K output channels as its vectors keep the full 6 x 4 tile busy.
+FEW_TILES = 16
+
+
 def tiles_for(out_hw: tuple[int, int], m: int) -> tuple[int, int]:
     return -(-out_hw[0] // m), -(-out_hw[1] // m)
 
@@ -191,7 +197,15 @@ def build_winograd_conv(op: Op, b: Builder, m: int, weights: np.ndarray | None) 
                                                     a[2])],
                             [out.dtype], combiner="add", name="winograd_weights", loc=op.loc)
         u = b("tensor.reshape", u, shape=(t * t, k_out, c_in))
-    mm = b.op("kernel.matmul", [u, v], {}).result
+    cols = v.type.shape[2]
+    if cols <= FEW_TILES:
+        # C^T = V^T U^T: the tiles are the microkernel's broadcast rows and the output
+        # channels its vectors; then one small transpose back to [t^2, K, tiles]
+        mt = b.op("kernel.matmul", [v, u], {"trans_a": True, "trans_b": True}).result
+        [mm] = build_generic(b, [t * t, k_out, cols], "ppp", [(mt, AffineMap.select(3, (0, 2, 1)))],
+                             lambda inner, a: [a[0]], [out.dtype], name="transpose", loc=op.loc)
+    else:
+        mm = b.op("kernel.matmul", [u, v], {}).result
     return b.op("kernel.winograd_output", [mm], {"m": m, "size": (oh, ow), "batch": n,
                                                   "kernel": "winograd_out"},
                 name_hint=op.results[0].name).result
