@@ -45,6 +45,7 @@ class Compilation:
     kernel_module: Module | None = None
     _llvm: Any = None
     _blob_dir: str | None = None
+    _key: str | None = None
 
     def lower(self, progress: Callable[[str], None] | None = None) -> Module:
         if self.kernel_module is None:
@@ -99,9 +100,12 @@ class Compilation:
         return machine.assembly(self.llvm(), self.target)
 
     def ir_key(self) -> str:
-        return cache_key(print_module(self.module, debug_info=False, elide="digest"), repr(self.target),
-                         repr(self.options), VERSION, compiler_fingerprint(), llvmlite.__version__,
-                         build.RUNTIME_SONAME)
+        """The cache key (computed once: printing a model's digest of its weights is not free)."""
+        if self._key is None:
+            self._key = cache_key(print_module(self.module, debug_info=False, elide="digest"),
+                                  repr(self.target), repr(self.options), VERSION,
+                                  compiler_fingerprint(), llvmlite.__version__, build.RUNTIME_SONAME)
+        return self._key
 
     def write_artifact(self, out_dir: Path, extra: dict[str, Any] | None = None,
                        progress: Callable[[str], None] | None = None,
@@ -109,6 +113,8 @@ class Compilation:
         """DIR/model.so (or model.o for targets that cannot link here), model.h, manifest.json."""
         from solir.targets import machine
         say = progress or (lambda s: None)
+        if self.target.can_link_here:
+            build.runtime_library_soon(str(cache_root()))   # cc beside LLVM, ready to link
         kernel = self.lower(progress=say)
         say("emitting LLVM IR")
         llmod = self.llvm()
@@ -141,7 +147,7 @@ def compile_cached(comp: Compilation, num_threads: int | None = None) -> Compile
     final = entry_dir(key)
     if (final / abi.MANIFEST).exists():
         try:
-            return CompiledModule(final, num_threads=num_threads)
+            return _load_entry(final, num_threads)
         except CacheError as e:
             warnings.warn(f"solir: discarding a bad cache entry ({e.message}); recompiling",
                           SolirWarning, stacklevel=3)
@@ -149,7 +155,8 @@ def compile_cached(comp: Compilation, num_threads: int | None = None) -> Compile
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{key[:8]}-", dir=final.parent))
     try:
-        comp.write_artifact(tmp)
+        m = comp.write_artifact(tmp)
+        _stamp(tmp / m.library)
         try:
             os.replace(tmp, final)
         except OSError:      # another process won the race; use its entry
@@ -158,6 +165,31 @@ def compile_cached(comp: Compilation, num_threads: int | None = None) -> Compile
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return CompiledModule(final, num_threads=num_threads)
+
+
+STAMP = ".verified"
+
+
+def _stamp(lib: Path) -> None:
+    """Record the library's size and mtime as it was hashed (a cache entry's file, written
+    once, is then checked by stat instead of rehashing tens of MB of weights per load)."""
+    st = lib.stat()
+    (lib.parent / STAMP).write_text(f"{lib.name} {st.st_size} {st.st_mtime_ns}\n")
+
+
+def _load_entry(entry: Path, num_threads: int | None) -> CompiledModule:
+    """A cache entry, its library checked against the manifest's hash, or against the stamp
+    written when it was hashed if the file is still the same one (size and mtime)."""
+    try:
+        name, size, mtime = (entry / STAMP).read_text().split()
+        st = (entry / name).stat()
+        same = (st.st_size, st.st_mtime_ns) == (int(size), int(mtime))
+    except (OSError, ValueError):
+        same = False
+    module = CompiledModule(entry, num_threads=num_threads, verify_hash=not same)
+    if not same:
+        _stamp(entry / module.manifest.library)
+    return module
 
 
 def compile_module(module: Module, target: str | Target = "host", options: Options | None = None,

@@ -74,26 +74,35 @@ def test_host_target_runs_here(rng):
 
 
 def test_split_codegen_matches_one_module(rng, monkeypatch, tmp_path):
-    """A module compiled as parts in child processes (data, then code cut by kernel) links
-    into the same function: every function defined once, the entry still exported."""
-    params = zoo.conv_net_params(rng, c1=4, c2=8)
+    """A module compiled as parts in child processes (code cut by kernel, the first part with
+    the small constants) and its weights' .incbin by the system assembler links into the same
+    function: every function and constant defined once, the entry still exported."""
+    params = zoo.conv_net_params(rng, c1=16, c2=32)      # conv2's 18 KB of weights: a blob
     x = zoo.normal(rng, 2, 9, 9, 3)
-    comp = solir.jit(zoo.conv_net_nhwc).lower(x, params).compilation
-    text = machine.module_text(comp.llvm())
+
+    def net(v):                                           # the weights as constants
+        return zoo.conv_net_nhwc(v, params)
+    comp = solir.jit(net).lower(x).compilation
+    llmod = comp.llvm()
+    assert any(".incbin" in chunk for chunk in llmod.solir_asm)
+    text = machine.module_text(llmod, with_asm=False)
+    assert "module asm" not in text and "module asm" in machine.module_text(llmod)
     parts = machine.split_module(text, 2)
     assert parts == [text]                       # too small to be worth it by default
     monkeypatch.setattr(machine, "SPLIT_MIN_LINES", 0)
-    data, *code = machine.split_module(text, 2)
-    assert len(code) == 2 and "module asm" not in "".join(code) and "define" not in data
+    code = machine.split_module(text, 2)
+    assert len(code) == 2
     defined = [re.findall(r'^define [^@]*@"([^"]+)"', p, re.M) for p in code]
     assert sorted(defined[0] + defined[1]) == sorted(re.findall(r'^define [^@]*@"([^"]+)"', text, re.M))
     assert not set(defined[0]) & set(defined[1])
-    assert any(re.search(r'^define i32 @"conv_net_nhwc"', p, re.M) for p in code)
+    assert any(re.search(r'^define i32 @"net"', p, re.M) for p in code)
+    constants = [re.findall(r'^(@"[^"]+") = hidden constant', p, re.M) for p in code]
+    assert constants[0] and not constants[1]     # defined by the first part, declared by the rest
     monkeypatch.setenv("SOLIR_CACHE_DIR", str(tmp_path))     # an empty cache: compiled now
     calls = []
-    monkeypatch.setattr(machine, "_in_children", lambda jobs, **kw: calls.append(len(jobs))
-                        or _in_children(jobs, **kw))
-    want = np.asarray(zoo.conv_net_nhwc(x, params))
-    got = solir.jit(zoo.conv_net_nhwc)(x, params)
-    assert calls == [3]
+    monkeypatch.setattr(machine, "_in_children", lambda jobs, **kw: calls.append(
+        (len(jobs), bool(kw.get("asm")))) or _in_children(jobs, **kw))
+    want = np.asarray(net(x))
+    got = solir.jit(net)(x)
+    assert calls == [(2, True)]
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)

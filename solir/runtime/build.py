@@ -13,11 +13,14 @@ import hashlib
 import os
 import shutil
 import subprocess
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from solir.errors import CompileError
 
 THREADPOOL_C = Path(__file__).with_name("threadpool.c")
+_BACKGROUND = ThreadPoolExecutor(1, thread_name_prefix="solir-cc")
 RUNTIME_SONAME = "libsolir_rt.so.1"   # bump the number when the C ABI of the runtime changes
 
 
@@ -40,17 +43,33 @@ def runtime_library(cache_dir: str) -> Path:
     out = Path(cache_dir) / f"runtime-{_source_tag()}" / RUNTIME_SONAME
     if not out.exists():
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{os.getpid()}.tmp.so")
+        tmp = out.with_name(f".{os.getpid()}.{threading.get_ident()}.tmp.so")
         _run([cc(), "-O2", "-fPIC", "-shared", f"-Wl,-soname,{RUNTIME_SONAME}", str(THREADPOOL_C),
               "-o", str(tmp), "-lpthread"])
         os.replace(tmp, out)
     return out
 
 
+_pending: dict[str, Future[Path]] = {}
+_pending_lock = threading.Lock()
+
+
+def runtime_library_soon(cache_dir: str) -> None:
+    """Start building the runtime library in the background if it is missing, so that the
+    C compiler runs beside LLVM and link_shared finds it ready."""
+    with _pending_lock:
+        if cache_dir in _pending or (Path(cache_dir) / f"runtime-{_source_tag()}" /
+                                     RUNTIME_SONAME).exists():
+            return
+        _pending[cache_dir] = _BACKGROUND.submit(runtime_library, cache_dir)
+
+
 def link_shared(objs: list[bytes], out: Path, cache_dir: str) -> None:
     """Link the objects into `out` and put the runtime library beside it."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    rt = runtime_library(cache_dir)
+    with _pending_lock:
+        pending = _pending.pop(cache_dir, None)
+    rt = pending.result() if pending is not None else runtime_library(cache_dir)
     paths = [out.with_suffix(f".{k}.o") for k in range(len(objs))]
     for o, obj in zip(paths, objs):
         o.write_bytes(obj)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 import re
 
@@ -10,14 +9,7 @@ import llvmlite.binding as llvm
 import llvmlite.ir as ir
 
 from solir.errors import CompileError
-from solir.targets import Target
-
-
-@functools.cache
-def _init() -> None:
-    llvm.initialize_all_targets()
-    llvm.initialize_all_asmprinters()
-    llvm.initialize_native_asmparser()    # module asm (.incbin of large constants), host only
+from solir.targets import Target, llvm_job
 
 
 def _fix_attrs(text: str, target: Target) -> str:
@@ -29,27 +21,34 @@ def _fix_attrs(text: str, target: Target) -> str:
     return re.sub(r"^(define [^\n]*)\n\{", lambda m: f"{m.group(1)} {extra}\n{{", text, flags=re.M)
 
 
-def module_text(llmod: ir.Module) -> str:
+def module_text(llmod: ir.Module, with_asm: bool = True) -> str:
     """The module's IR text, with its module-level assembly (emit.module_asm: constants
     pulled in with .incbin) and the hidden visibility of the symbols that assembly defines."""
     text = str(llmod)
     asm = getattr(llmod, "solir_asm", [])
     if not asm:
         return text
+    text = re.sub(r'^(@"?solir_blob_\d+"?) = external global', r"\1 = external hidden global", text,
+                  flags=re.M)
+    return text + "\n" + _asm_lines(asm) if with_asm else text
+
+
+def _asm_lines(asm: list[str]) -> str:
     lines = []
     for chunk in asm:
         for line in chunk.split("\n"):
             lines.append('module asm "' + line.replace("\\", "\\5C").replace('"', "\\22") + '"')
-    text = re.sub(r'^(@"?solir_blob_\d+"?) = external global', r"\1 = external hidden global", text,
-                  flags=re.M)
-    return text + "\n" + "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n"
+
+
+def _spec(target: Target) -> dict[str, Any]:
+    """What LLVM needs of a target, as plain data (llvm_job's children unpickle it)."""
+    return {"triple": target.triple, "cpu": target.cpu, "features": target.features,
+            "llvm_options": tuple(target.llvm_options)}
 
 
 def target_machine(target: Target) -> llvm.TargetMachine:
-    _init()
-    t = llvm.Target.from_triple(target.triple)
-    return t.create_target_machine(cpu=target.cpu, features=target.features, opt=3,
-                                   reloc="pic", codemodel="default")
+    return llvm_job.target_machine(_spec(target))
 
 
 def optimize(llmod: ir.Module, target: Target) -> llvm.ModuleRef:
@@ -58,38 +57,31 @@ def optimize(llmod: ir.Module, target: Target) -> llvm.ModuleRef:
 
 
 def _optimized(text: str, target: Target, vectorize: bool = True) -> llvm.ModuleRef:
-    _init()
-    tm = target_machine(target)
     try:
-        mod = llvm.parse_assembly(text)
-        mod.verify()
-    except RuntimeError as e:
-        raise CompileError(f"LLVM rejected the generated module: {str(e).strip()[:2000]}",
+        return llvm_job.optimize(text, _spec(target), vectorize)
+    except llvm_job.LLVMRejected as e:
+        raise CompileError(f"LLVM rejected the generated module: {str(e)[:2000]}",
                            fix="this is a solir bug; please report it with `solir show --stage llvm`") from None
-    mod.triple = target.triple
-    mod.data_layout = str(tm.target_data)
-    pto = llvm.create_pipeline_tuning_options(speed_level=3)
-    pto.loop_vectorization = vectorize
-    pto.slp_vectorization = vectorize
-    pb = llvm.create_pass_builder(tm, pto)
-    pb.getModulePassManager().run(mod, pb)
-    return mod
 
 
 def compile_objects(llmod: ir.Module, target: Target, parts: int = 0) -> list[bytes]:
     """Object code for a target this machine links, as several objects compiled at once in
     child processes (llvmlite serializes LLVM calls within a process): LLVM's optimizer and
     code generator are most of a large model's compile time. The module is cut into
-    independent modules (split_module): `parts` of code (0: one per core, at most 4) and one
-    of data (the weights' .incbin); the linker joins them again."""
+    independent modules (split_module), `parts` of them (0: one per core, at most 4), and
+    the weights' .incbin is assembled beside them by the system assembler (`cc -c`), which
+    writes tens of MB of data straight to disk; the linker joins them again."""
     import os
     if not target.can_link_here or target.llvm_options:
         return [_codegen(llmod, target, "obj")]  # type: ignore[list-item]
     n = parts or min(4, len(os.sched_getaffinity(0)))
-    texts = split_module(module_text(llmod), n)
+    text = module_text(llmod, with_asm=False)
+    asm = getattr(llmod, "solir_asm", [])
+    texts = split_module(text, n)
     if len(texts) == 1:
-        return [_codegen(llmod, target, "obj")]  # type: ignore[list-item]
-    return _in_children([(t, target, "obj") for t in texts])
+        whole = text + "\n" + _asm_lines(asm) if asm else text
+        return [_object(_optimized(_fix_attrs(whole, target), target), target)]  # type: ignore[list-item]
+    return _in_children([(t, target, "obj") for t in texts], asm=asm)
 
 
 def compile_object(llmod: ir.Module, target: Target) -> bytes:
@@ -99,21 +91,21 @@ def compile_object(llmod: ir.Module, target: Target) -> bytes:
 _DEFINE = re.compile(r'^define (internal )?(.*?)@"([^"]+)"(\(.*)$', re.S)
 
 
-SPLIT_MIN_LINES = 20000      # smaller modules compile faster in one piece than in children
+SPLIT_MIN_LINES = 10000      # smaller modules compile as fast in one piece as in children
 _GLOBAL = re.compile(r'^(@"[^"]+") = internal (constant|global) (\[\d+ x i8\])')
 
 
 def split_module(text: str, parts: int) -> list[str]:
-    """The IR text of a module as a module of its data (global constants, module asm) and
-    `parts` modules of code of about equal size. Functions are kept together by kernel (a
-    kernel's chunk function with its own helpers, named after it); internal functions
-    become hidden, each part declares those it calls from the others, and the data is
-    declared external hidden. [text] when there is too little to share."""
+    """The IR text of a module (without module asm) as `parts` modules of about equal size.
+    Functions are kept together by kernel (a kernel's chunk function with its own helpers,
+    named after it); internal functions become hidden, each part declares those it calls
+    from the others; the first part defines the global constants (hidden) and the others
+    declare them. [text] when there is too little to share."""
     lines = text.split("\n")
     head: list[str] = []
     globals_: list[str] = []
     funcs: list[tuple[str, str, list[str]]] = []      # (name, header, body lines)
-    tail: list[str] = []                               # declares, module asm
+    tail: list[str] = []                               # declares
     i = 0
     while i < len(lines):
         line = lines[i]
@@ -125,9 +117,11 @@ def split_module(text: str, parts: int) -> list[str]:
             funcs.append((m.group(3), line, lines[i:j + 1]))
             i = j + 1
             continue
+        if line.startswith("module asm"):
+            return [text]                      # module asm goes to the assembler, not here
         if line.startswith("@"):
             globals_.append(line)
-        elif line.startswith(("declare ", "module asm")):
+        elif line.startswith("declare "):
             tail.append(line)
         else:
             head.append(line)
@@ -154,10 +148,10 @@ def split_module(text: str, parts: int) -> list[str]:
         if m is None:
             return [text]
         declared.append(f"{m.group(1)} = external hidden {m.group(2)} {m.group(3)}")
-    out = ["\n".join(head + [g.replace(" = internal ", " = hidden ", 1) for g in globals_]
-                     + [t for t in tail if t.startswith("module asm")])]
+    defined = [g.replace(" = internal ", " = hidden ", 1) for g in globals_]
+    out = []
     for p in range(parts):
-        body = head + declared
+        body = head + (defined if p == 0 else declared)
         for k, (name, header, flines) in enumerate(funcs):
             hidden = _DEFINE.sub(lambda m: f'define {"hidden " if m.group(1) else ""}{m.group(2)}'
                                            f'@"{m.group(3)}"{m.group(4)}', header, count=1)
@@ -165,9 +159,24 @@ def split_module(text: str, parts: int) -> list[str]:
                 body += [hidden] + flines[1:]
             else:
                 body.append("declare " + hidden[len("define "):])
-        body += [t for t in tail if not t.startswith("module asm")]
-        out.append("\n".join(body))
+        out.append("\n".join(body + tail))
     return out
+
+
+def _assemble(asm: list[str]) -> bytes:
+    """An object of the module asm (the weights' .incbin), by the system assembler."""
+    import subprocess
+    import tempfile
+    from pathlib import Path
+    from solir.runtime.build import cc
+    with tempfile.TemporaryDirectory(prefix="solir-data-") as tmp:
+        src, obj = Path(tmp) / "data.s", Path(tmp) / "data.o"
+        src.write_text("\n".join(asm) + "\n")
+        proc = subprocess.run([cc(), "-c", str(src), "-o", str(obj)], capture_output=True,
+                              text=True)
+        if proc.returncode != 0:
+            raise CompileError(f"assembling the model's constants failed: {proc.stderr.strip()[:1500]}")
+        return obj.read_bytes()
 
 
 def assembly(llmod: ir.Module, target: Target) -> str:
@@ -184,9 +193,8 @@ def _codegen(llmod: ir.Module, target: Target, kind: str) -> bytes | str:
 
 
 def _object(mod: llvm.ModuleRef, target: Target, asm: bool = False) -> bytes | str:
-    tm = target_machine(target)
     try:
-        return tm.emit_assembly(mod) if asm else tm.emit_object(mod)
+        return llvm_job.emit(mod, _spec(target), asm)
     except RuntimeError as e:
         raise CompileError(f"LLVM could not generate code for target '{target.name}': {e}") from None
 
@@ -195,18 +203,21 @@ def _codegen_isolated(llmod: ir.Module, target: Target, kind: str) -> bytes | st
     return _in_children([(module_text(llmod), target, kind)], vectorize=False)[0]
 
 
-def _in_children(jobs: list[tuple[str, Target, str]], vectorize: bool = True) -> list[Any]:
+def _in_children(jobs: list[tuple[str, Target, str]], vectorize: bool = True,
+                 asm: list[str] | None = None) -> list[Any]:
     """Each (IR text, target, "obj" | "asm") compiled by a child process of its own, all at
-    once: a backend that aborts takes only its child down, and children run in parallel."""
+    once: a backend that aborts takes only its child down, and children run in parallel.
+    With `asm` (module asm chunks), one more object, by the system assembler, comes last."""
     import pickle
     import subprocess
     import sys
     from concurrent.futures import ThreadPoolExecutor
 
     def run(job: tuple[str, Target, str]) -> Any:
-        proc = subprocess.run([sys.executable, "-m", "solir.targets.machine"],
-                              input=pickle.dumps(job + (vectorize,)), capture_output=True,
-                              timeout=600)
+        text, target, kind = job
+        proc = subprocess.run([sys.executable, llvm_job.__file__],
+                              input=pickle.dumps((_fix_attrs(text, target), _spec(target), kind,
+                                                  vectorize)), capture_output=True, timeout=600)
         if proc.returncode != 0:
             target = job[1]
             err = proc.stderr.decode(errors="replace").strip().splitlines()
@@ -215,26 +226,11 @@ def _in_children(jobs: list[tuple[str, Target, str]], vectorize: bool = True) ->
                                f"{detail}", fix="this is a solir or LLVM bug; other targets are "
                                "unaffected")
         return pickle.loads(proc.stdout)
-    if len(jobs) == 1:
+    if len(jobs) == 1 and not asm:
         return [run(jobs[0])]
-    with ThreadPoolExecutor(len(jobs)) as pool:      # threads wait; the children work
-        return list(pool.map(run, jobs))
-
-
-def _child_main() -> None:
-    import pickle
-    import sys
-
-    text, target, kind, vectorize = pickle.loads(sys.stdin.buffer.read())
-    _init()
-    for option in target.llvm_options:   # process-wide, hence only in this child process
-        llvm.set_option("", option)
-    mod = _optimized(_fix_attrs(text, target), target, vectorize)
-    sys.stdout.buffer.write(pickle.dumps(_object(mod, target, asm=kind != "obj")))
-
-
-if __name__ == "__main__":
-    _child_main()
+    with ThreadPoolExecutor(len(jobs) + 1) as pool:  # threads wait; the children work
+        data = pool.submit(_assemble, asm) if asm else None
+        return list(pool.map(run, jobs)) + ([data.result()] if data is not None else [])
 
 
 def optimized_ir(llmod: ir.Module, target: Target) -> str:

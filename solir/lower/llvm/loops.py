@@ -26,11 +26,13 @@ class Loop:
 @contextmanager
 def loop(b: ir.IRBuilder, lo: ir.Value | int, hi: ir.Value | int, step: int = 1, name: str = "i",
          init: Sequence[ir.Value] = (), whole_steps: bool = False,
-         vectorize: bool = True) -> Iterator[Loop]:
+         vectorize: bool = True, unroll: bool = True) -> Iterator[Loop]:
     """`for (iv = lo; iv < hi; iv += step)` (or `iv + step <= hi` with whole_steps) with
     values carried from one iteration to the next; creates name.cond/.body/.end blocks.
     `vectorize=False` tells LLVM's loop vectorizer to leave the loop alone (where it would
-    otherwise turn strided stores into scatters, which are slow on every x86 we target)."""
+    otherwise turn strided stores into scatters, which are slow on every x86 we target);
+    `unroll=False` keeps a cold loop (an edge, a rare layout) one small loop, not unrolled
+    copies that cost compile time (loop strength reduction is superlinear in their uses)."""
     lo = const64(lo) if isinstance(lo, int) else lo
     hi = const64(hi) if isinstance(hi, int) else hi
     fn = b.block.function
@@ -56,25 +58,31 @@ def loop(b: ir.IRBuilder, lo: ir.Value | int, hi: ir.Value | int, step: int = 1,
     for p, v in zip(phis, lp.next):
         p.add_incoming(v, b.block)
     latch = b.branch(cond)
-    if not vectorize:
-        latch.set_metadata("llvm.loop", _no_vectorize(b.module))
+    if not (vectorize and unroll):
+        latch.set_metadata("llvm.loop", _loop_hints(b.module, vectorize, unroll))
     b.position_at_end(end)
     lp.vals = phis
 
 
-def _no_vectorize(mod: ir.Module) -> ir.MDValue:
-    """A loop ID (a node whose first operand is itself) that disables vectorization."""
+def _loop_hints(mod: ir.Module, vectorize: bool, unroll: bool) -> ir.MDValue:
+    """A loop ID (a node whose first operand is itself) that disables vectorization and/or
+    unrolling."""
     ident = ir.MDValue(mod, [], name=str(len(mod.metadata)))
-    ident.operands = (ident, mod.add_metadata([ir.MetaDataString(mod, "llvm.loop.vectorize.enable"),
-                                               ir.Constant(ir.IntType(1), 0)]))
+    hints = []
+    if not vectorize:
+        hints.append(mod.add_metadata([ir.MetaDataString(mod, "llvm.loop.vectorize.enable"),
+                                       ir.Constant(ir.IntType(1), 0)]))
+    if not unroll:
+        hints.append(mod.add_metadata([ir.MetaDataString(mod, "llvm.loop.unroll.disable")]))
+    ident.operands = (ident, *hints)
     return ident
 
 
 @contextmanager
 def for_range(b: ir.IRBuilder, lo: ir.Value | int, hi: ir.Value | int, step: int = 1,
-              name: str = "i", vectorize: bool = True) -> Iterator[ir.Value]:
+              name: str = "i", vectorize: bool = True, unroll: bool = True) -> Iterator[ir.Value]:
     """`for (name = lo; name < hi; name += step)`."""
-    with loop(b, lo, hi, step, name, vectorize=vectorize) as lp:
+    with loop(b, lo, hi, step, name, vectorize=vectorize, unroll=unroll) as lp:
         yield lp.iv
 
 

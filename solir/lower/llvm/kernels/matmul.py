@@ -295,16 +295,20 @@ class _MatmulEmitter:
 
         def body(b: ir.IRBuilder, a: list[ir.Value]) -> None:
             src, dst, kcur, ncur, s_k, s_j = a
-            rowwise = b.icmp_signed("==", s_j, const64(1)) if self.lanes > 1 else ir.Constant(I1, 0)
-            with b.if_else(rowwise) as (then, otherwise):
+            def panels() -> None:
+                with for_range(b, const64(0), ncur, nr, name="pbj") as jr:
+                    width = self.smin(b, b.sub(ncur, jr), const64(nr))
+                    self._copy_strided(b, self.gep(b, src, b.mul(jr, s_j)),
+                                       self.gep(b, dst, b.mul(jr, kcur)), width, const64(nr),
+                                       kcur, s_j, s_k, nr, "pbs")
+            if self.lanes == 1:
+                panels()
+                return
+            with b.if_else(b.icmp_signed("==", s_j, const64(1))) as (then, otherwise):
                 with then:
                     self._pack_b_rows(b, src, dst, kcur, ncur, s_k)
                 with otherwise:
-                    with for_range(b, const64(0), ncur, nr, name="pbj") as jr:
-                        width = self.smin(b, b.sub(ncur, jr), const64(nr))
-                        self._copy_strided(b, self.gep(b, src, b.mul(jr, s_j)),
-                                           self.gep(b, dst, b.mul(jr, kcur)), width, const64(nr),
-                                           kcur, s_j, s_k, nr, "pbs")
+                    panels()
         return self._helper(f"packb{nr}", [("src", PTR), ("dst", PTR), ("kcur", I64),
                                             ("ncur", I64), ("s_k", I64), ("s_j", I64)], body)
 
@@ -312,7 +316,9 @@ class _MatmulEmitter:
                      ncur: ir.Value, s_k: ir.Value) -> None:
         nr = self.nr
         full_end = b.mul(b.sdiv(ncur, const64(nr)), const64(nr))
-        zero = ir.Constant(self.ety, 0.0)
+        zero = ir.Constant(self.vty, [0.0] * self.lanes)
+        i64v = ir.VectorType(I64, self.lanes)
+        e = ElementEmitter(self.llmod, b, self.lanes)
         with for_range(b, const64(0), kcur, 1, name="pbp") as p:
             row = b.mul(p, s_k)
             with for_range(b, const64(0), full_end, nr, name="pbj") as jr:
@@ -321,17 +327,18 @@ class _MatmulEmitter:
                     x = b.load(self.gep(b, src, b.add(b.add(row, jr), const64(v * self.lanes))),
                                typ=self.vty, align=self.size)
                     b.store(x, self.gep(b, bp, b.add(dst, const64(v * self.lanes))), align=self.size)
-            # the last, partial panel
-            dst = b.add(b.mul(full_end, kcur), b.mul(p, const64(nr)))
+            # the last, partial panel: masked loads (lanes beyond ncur are zero and never
+            # read), so no element loop (whose unrolled, unswitched copies made LLVM's loop
+            # strength reduction a third of a ResNet's code generation time)
             with b.if_then(b.icmp_signed("<", full_end, ncur)):
-                with for_range(b, const64(0), const64(nr), 1, name="pbe") as jj:
-                    j = b.add(full_end, jj)
-                    with b.if_else(b.icmp_signed("<", j, ncur)) as (then, otherwise):
-                        with then:
-                            x = b.load(self.gep(b, src, b.add(row, j)), typ=self.ety, align=self.size)
-                            b.store(x, self.gep(b, bp, b.add(dst, jj)), align=self.size)
-                        with otherwise:
-                            b.store(zero, self.gep(b, bp, b.add(dst, jj)), align=self.size)
+                dst = b.add(b.mul(full_end, kcur), b.mul(p, const64(nr)))
+                left = e.splat(b.sub(ncur, full_end))
+                for v in range(self.nv):
+                    lane = ir.Constant(i64v, [v * self.lanes + t for t in range(self.lanes)])
+                    x = e.masked_load(self.vty, self.gep(b, src, b.add(b.add(row, full_end),
+                                                                    const64(v * self.lanes))),
+                                      self.size, b.icmp_signed("<", lane, left), zero)
+                    b.store(x, self.gep(b, bp, b.add(dst, const64(v * self.lanes))), align=self.size)
 
     def pack_patches_fn(self) -> ir.Function:
         """packpatches(src = the image of this batch element, dst, p0, kcur, j0, ncur): B panels
@@ -443,22 +450,58 @@ class _MatmulEmitter:
         whole = b.icmp_signed("==", count, const64(dst_step))
         with b.if_else(whole) as (then, otherwise):
             with then:
-                with for_range(b, const64(0), kcur, 1, name=f"{name}w") as p:
-                    row = b.mul(p, s_inner)
-                    out = b.mul(p, const64(dst_step))
-                    for t in range(dst_step):
-                        x = b.load(self.gep(b, src, b.add(row, b.mul(const64(t), s_outer))),
-                                   typ=self.ety, align=self.size)
-                        b.store(x, self.gep(b, dst, b.add(out, const64(t))), align=self.size)
+                if self.lanes > 1:          # a transposed A: each k-row of the panel is contiguous
+                    unit = b.icmp_signed("==", s_outer, const64(1))
+                    with b.if_else(unit) as (contiguous, strided):
+                        with contiguous:
+                            self._copy_rows_unit(b, src, dst, kcur, s_inner, dst_step, name)
+                        with strided:
+                            self._copy_each(b, src, dst, kcur, s_outer, s_inner, dst_step, name)
+                else:
+                    self._copy_each(b, src, dst, kcur, s_outer, s_inner, dst_step, name)
             with otherwise:
                 zero = ir.Constant(self.ety, 0.0)
-                with for_range(b, const64(0), count, 1, name=f"{name}t") as t:
+                with for_range(b, const64(0), count, 1, name=f"{name}t", unroll=False) as t:
                     self._copy_row(b, src, dst, t, const64(0), kcur, s_outer, s_inner, dst_step,
                                    f"{name}p")
-                with for_range(b, count, full, 1, name=f"{name}z") as t:
-                    with for_range(b, const64(0), kcur, 1, name=f"{name}zp") as p:
+                with for_range(b, count, full, 1, name=f"{name}z", unroll=False) as t:
+                    with for_range(b, const64(0), kcur, 1, name=f"{name}zp", vectorize=False,
+                                   unroll=False) as p:
                         b.store(zero, self.gep(b, dst, b.add(b.mul(p, const64(dst_step)), t)),
                                 align=self.size)
+
+    def _copy_each(self, b: ir.IRBuilder, src: ir.Value, dst: ir.Value, kcur: ir.Value,
+                   s_outer: ir.Value, s_inner: ir.Value, dst_step: int, name: str) -> None:
+        """dst[p*dst_step + t] = src[t*s_outer + p*s_inner], element by element: a layout no
+        product here packs in practice (strided both ways), kept as two small loops."""
+        with for_range(b, const64(0), kcur, 1, name=f"{name}w", unroll=False) as p:
+            row = b.mul(p, s_inner)
+            out = b.mul(p, const64(dst_step))
+            with for_range(b, const64(0), const64(dst_step), 1, name=f"{name}wt",
+                           vectorize=False, unroll=False) as t:
+                x = b.load(self.gep(b, src, b.add(row, b.mul(t, s_outer))),
+                           typ=self.ety, align=self.size)
+                b.store(x, self.gep(b, dst, b.add(out, t)), align=self.size)
+
+    def _copy_rows_unit(self, b: ir.IRBuilder, src: ir.Value, dst: ir.Value, kcur: ir.Value,
+                        s_inner: ir.Value, dst_step: int, name: str) -> None:
+        """dst[p*dst_step + t] = src[t + p*s_inner]: dst_step contiguous elements per k-step,
+        copied as vectors (the last one masked)."""
+        e = ElementEmitter(self.llmod, b, self.lanes)
+        zero = ir.Constant(self.vty, [0.0] * self.lanes)
+        with for_range(b, const64(0), kcur, 1, name=f"{name}u") as p:
+            row, out = b.mul(p, s_inner), b.mul(p, const64(dst_step))
+            for c0 in range(0, dst_step, self.lanes):
+                n = min(self.lanes, dst_step - c0)
+                sp = self.gep(b, src, b.add(row, const64(c0)))
+                dp = self.gep(b, dst, b.add(out, const64(c0)))
+                if n == self.lanes:
+                    b.store(b.load(sp, typ=self.vty, align=self.size), dp, align=self.size)
+                else:
+                    mask = ir.Constant(ir.VectorType(ir.IntType(1), self.lanes),
+                                       [1] * n + [0] * (self.lanes - n))
+                    e.masked_store(e.masked_load(self.vty, sp, self.size, mask, zero), dp,
+                                   self.size, n)
 
     def _copy_row(self, b: ir.IRBuilder, src: ir.Value, dst: ir.Value, t: ir.Value, p0: ir.Value,
                   p1: ir.Value, s_outer: ir.Value, s_inner: ir.Value, dst_step: int,
@@ -466,7 +509,7 @@ class _MatmulEmitter:
         """dst[p*dst_step + t] = src[t*s_outer + p*s_inner] for p0 <= p < p1, as scalars (the
         loop vectorizer would make scatters of the strided stores)."""
         row = b.mul(t, s_outer)
-        with for_range(b, p0, p1, 1, name=name, vectorize=False) as p:
+        with for_range(b, p0, p1, 1, name=name, vectorize=False, unroll=False) as p:
             x = b.load(self.gep(b, src, b.add(row, b.mul(p, s_inner))), typ=self.ety, align=self.size)
             b.store(x, self.gep(b, dst, b.add(b.mul(p, const64(dst_step)), t)), align=self.size)
 
@@ -493,7 +536,7 @@ class _MatmulEmitter:
                         b.store(cols[q], ptr, align=self.size)
                     else:
                         e.masked_store(cols[q], ptr, self.size, n)
-        with for_range(b, const64(0), const64(rows), 1, name=f"{name}r") as t:
+        with for_range(b, const64(0), const64(rows), 1, name=f"{name}r", unroll=False) as t:
             self._copy_row(b, src, dst, t, kv, kcur, s_outer, const64(1), rows, f"{name}rp")
 
     def _block_args(self, direct: bool) -> list[tuple[str, ir.Type]]:
