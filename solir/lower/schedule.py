@@ -254,7 +254,19 @@ def choose_vector_dim(op: Op, ctx: PassContext) -> tuple[int, int] | None:
         cost = (_gathers_along(op, d), -width)
         if best is None or cost < best[0]:
             best = (cost, d, width)
-    return None if best is None else (best[1], best[2])
+    if best is None:
+        return None
+    _, d, width = best
+    k = ctx.target.chain_interleave
+    if (k > 1 and width == lanes and _long_chains(op)
+            and (dims[d] % (k * width) == 0 or dims[d] >= 32 * width)):   # short scalar tails
+        width *= k
+    return d, width
+
+
+def _long_chains(op: Op) -> bool:
+    from solir.ir.ops.elementwise import LONG_CHAIN_OPS
+    return any(bop.name in LONG_CHAIN_OPS for bop in op.regions[0].ops)
 
 
 MIN_NARROW_LANES = 4      # a parallel axis shorter than a vector uses a narrower one down to this

@@ -28,6 +28,11 @@ class Target:
     description: str = ""
     arch: str = field(default="x86_64")
     vector_ldexp: bool = False         # llvm.ldexp on vectors is one instruction (vscalef, fscale)
+    # hardware vectors per logical vector in elementwise kernels with long dependency chains
+    # (exp, tanh, erf: ~30 dependent instructions per vector), so that independent chains
+    # interleave where the out-of-order window holds about one of them (Zen 3's FP
+    # scheduler: exp 1.16x faster with two, 1.35x with four; benchmarks/README.md, session 9)
+    chain_interleave: int = 1
 
     def lanes(self, itemsize: int) -> int:
         return max(1, self.vector_bits // (8 * itemsize))
@@ -49,7 +54,7 @@ _A64 = "aarch64-unknown-linux-gnu"
 TARGETS: dict[str, Target] = {t.name: t for t in [
     Target("x86-64", _X86, "x86-64", "+sse2", 128, 16, description="baseline x86-64 (SSE2)"),
     Target("avx2", _X86, "haswell", "+avx2,+fma,+f16c", 256, 16, requires=("avx2", "fma"),
-           description="x86-64 with AVX2 and FMA (Haswell, Zen 1-3)"),
+           chain_interleave=4, description="x86-64 with AVX2 and FMA (Haswell, Zen 1-3)"),
     Target("avx512", _X86, "x86-64-v4", "+avx512f,+avx512bw,+avx512dq,+avx512vl,+fma,+f16c",
            512, 32, l2_kib=1024,
            # LLVM splits 512-bit vectors on Intel unless the function asks for them.

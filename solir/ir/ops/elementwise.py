@@ -250,10 +250,17 @@ def _libm(name: str) -> Callable[..., ir.Value]:
     return lambda e, op, args: e.libm(name, args)
 
 
+# ops whose f32 code is a long chain of dependent vector instructions (solir's polynomial
+# math): the vectorizer gives their kernels wider logical vectors where the target asks
+# (Target.chain_interleave), so that independent chains interleave
+LONG_CHAIN_OPS: set[str] = set()
+
+
 def _vmath(name: str, fallback: Callable[..., ir.Value]) -> Callable[..., ir.Value]:
     """f32 (and f16/bf16, computed in f32) through solir's vector polynomial math; f64 through
     `fallback` (libm)."""
     from solir.lower.llvm import vmath
+    LONG_CHAIN_OPS.add(f"tensor.{name}")
 
     def emit(e: ElementEmitter, op: Op, args: list[ir.Value]) -> ir.Value:
         if vmath.is_f32(args[0]):

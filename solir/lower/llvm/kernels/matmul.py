@@ -489,7 +489,10 @@ class _MatmulEmitter:
         copied as vectors (the last one masked)."""
         e = ElementEmitter(self.llmod, b, self.lanes)
         zero = ir.Constant(self.vty, [0.0] * self.lanes)
-        with for_range(b, const64(0), kcur, 1, name=f"{name}u") as p:
+
+        def step(p: ir.Value, last: bool) -> None:
+            """One k-row; a partial chunk is stored whole (the next k-row's stores overwrite
+            its spare lanes), masked only in the last k-row."""
             row, out = b.mul(p, s_inner), b.mul(p, const64(dst_step))
             for c0 in range(0, dst_step, self.lanes):
                 n = min(self.lanes, dst_step - c0)
@@ -497,11 +500,19 @@ class _MatmulEmitter:
                 dp = self.gep(b, dst, b.add(out, const64(c0)))
                 if n == self.lanes:
                     b.store(b.load(sp, typ=self.vty, align=self.size), dp, align=self.size)
+                    continue
+                mask = ir.Constant(ir.VectorType(ir.IntType(1), self.lanes),
+                                   [1] * n + [0] * (self.lanes - n))
+                x = e.masked_load(self.vty, sp, self.size, mask, zero)
+                if last:
+                    e.masked_store(x, dp, self.size, n)
                 else:
-                    mask = ir.Constant(ir.VectorType(ir.IntType(1), self.lanes),
-                                       [1] * n + [0] * (self.lanes - n))
-                    e.masked_store(e.masked_load(self.vty, sp, self.size, mask, zero), dp,
-                                   self.size, n)
+                    b.store(x, dp, align=self.size)
+        last = b.sub(kcur, const64(1))
+        with for_range(b, const64(0), last, 1, name=f"{name}u") as p:
+            step(p, False)
+        with b.if_then(b.icmp_signed(">=", last, const64(0))):
+            step(last, True)
 
     def _copy_row(self, b: ir.IRBuilder, src: ir.Value, dst: ir.Value, t: ir.Value, p0: ir.Value,
                   p1: ir.Value, s_outer: ir.Value, s_inner: ir.Value, dst_step: int,
@@ -524,15 +535,21 @@ class _MatmulEmitter:
         zero = ir.Constant(self.vty, [0.0] * lanes)
         kv = b.mul(b.sdiv(kcur, const64(lanes)), const64(lanes))
         with for_range(b, const64(0), kv, lanes, name=f"{name}v") as p:
+            chunks = []
             for c0 in range(0, rows, lanes):
                 n = min(lanes, rows - c0)
                 vecs = [b.load(self.gep(b, src, b.add(b.mul(const64(c0 + t), s_outer), p)),
                                typ=self.vty, align=self.size) for t in range(n)]
-                cols = transpose(b, vecs + [zero] * (lanes - n))
-                for q in range(lanes):
+                chunks.append((c0, n, transpose(b, vecs + [zero] * (lanes - n))))
+            # The block's lanes x rows elements are contiguous in dst: stored in address order,
+            # a partial chunk is stored whole (its spare lanes land where the next store
+            # goes); only the block's very last store is masked. (A masked store is slow on
+            # AMD's cores: eight of them per block made packing A a sixth of a 512 gemm.)
+            for q in range(lanes):
+                for c0, n, cols in chunks:
                     ptr = self.gep(b, dst, b.add(b.mul(b.add(p, const64(q)), const64(rows)),
                                                  const64(c0)))
-                    if n == lanes:
+                    if n == lanes or (q, c0) != (lanes - 1, chunks[-1][0]):
                         b.store(cols[q], ptr, align=self.size)
                     else:
                         e.masked_store(cols[q], ptr, self.size, n)
