@@ -108,6 +108,15 @@ class _Emitter:
         return b.icmp_signed("<", pos, ir.Constant(i64v, [limit] * width))
 
 
+def _join(b: ir.IRBuilder, vs: list[ir.Value]) -> ir.Value:
+    """Vectors of equal width (a power-of-two count) as one vector, in order."""
+    while len(vs) > 1:
+        n = vs[0].type.count
+        both = ir.Constant(ir.VectorType(I32, 2 * n), list(range(2 * n)))
+        vs = [b.shuffle_vector(vs[i], vs[i + 1], both) for i in range(0, len(vs), 2)]
+    return vs[0]
+
+
 def emit_winograd_input(llmod: ir.Module, op: Op, target: Target, name: str) -> ir.Function:
     w = _Emitter(llmod, op, target, name)
     m, t, L, BT = w.m, w.t, w.L, w.BT
@@ -128,7 +137,6 @@ def emit_winograd_input(llmod: ir.Module, op: Op, target: Target, name: str) -> 
     q_elems = hp * m * qw
     qbuf = scratch(llmod, b, (q_elems + t * m * qw) * w.size)
     tbuf = w.gep(b, qbuf, q_elems)
-    zero_wide = ir.Constant(wide, [0.0] * (m * L))
     phase = [ir.Constant(ir.VectorType(I32, L), [r + m * i for i in range(L)]) for r in range(m)]
     with for_range(b, begin, end, 1, name="plane") as u:
         plane = w.gep(b, x, b.mul(u, const64(h * wd)))
@@ -146,9 +154,19 @@ def emit_winograd_input(llmod: ir.Module, op: Op, target: Target, name: str) -> 
                 inside = b.and_(b.icmp_signed(">=", xs, ir.Constant(i64w, [0] * (m * L))),
                                 b.icmp_signed("<", xs, ir.Constant(i64w, [wd] * (m * L))))
                 mask = b.and_(inside, ew.splat(row_ok))
-                # lanes outside the image are masked off: never read, whatever x0 is
-                span = ew.masked_load(wide, b.gep(row, [x0], source_etype=w.ety), w.size, mask,
-                                       zero_wide)
+                # lanes outside the image are masked off: never read, whatever x0 is. Loaded
+                # as m vectors of L lanes: the single m*L-lane masked load came out of LLVM 22
+                # wrong on AVX2 (garbage in F(4x4) of a 3x5 image with 2 columns of padding,
+                # found by tests/test_schedules.py; right on SSE and in the interpreter)
+                ptr0 = b.gep(row, [x0], source_etype=w.ety)
+                pieces = []
+                for pc in range(m):
+                    sub = b.shuffle_vector(mask, ir.Constant(mask.type, ir.Undefined), ir.Constant(
+                        ir.VectorType(I32, L), list(range(pc * L, (pc + 1) * L))))
+                    pieces.append(e.masked_load(w.vty, b.gep(ptr0, [const64(pc * L)],
+                                                             source_etype=w.ety),
+                                                w.size, sub, w.splat(0.0)))
+                span = _join(b, pieces)
                 base = b.mul(yy, const64(m * qw))
                 for r in range(m):
                     vec = b.shuffle_vector(span, ir.Constant(wide, ir.Undefined), phase[r])
