@@ -174,3 +174,28 @@ def test_large_outputs_of_every_dtype_come_from_the_pool():
     b2 = f(x + 1)[1]
     np.testing.assert_array_equal(b, first)          # an earlier result is never overwritten
     np.testing.assert_array_equal(b2, (x + 1) * 2)
+
+
+def test_background_runtime_library_and_cache_stamp(tmp_path, monkeypatch, rng):
+    """The runtime library builds in the background while LLVM runs (runtime_library_soon) and
+    the link waits for it; one built earlier and deleted since is built again, not linked
+    from a path that no longer exists; a cache entry carries the stamp that lets later loads
+    skip rehashing its library."""
+    from concurrent.futures import Future
+
+    from solir.driver import STAMP
+    from solir.runtime import build
+    cache = str(tmp_path / "c")
+    monkeypatch.setenv("SOLIR_CACHE_DIR", cache)
+    x = rng.standard_normal(5).astype(np.float32)
+    f = solir.jit(lambda v: v * 2 - 1)
+    np.testing.assert_allclose(f(x), x * 2 - 1)
+    assert (_entry_of(f.lower(x)) / STAMP).read_text().split()[0] == "model.so"
+    np.testing.assert_allclose(solir.jit(lambda v: v * 2 - 1).lower(x).compile()(x), x * 2 - 1)
+    for lib in (tmp_path / "c").glob(f"runtime-*/{build.RUNTIME_SONAME}"):
+        lib.unlink()
+    gone: Future = Future()
+    gone.set_result(tmp_path / "nowhere" / build.RUNTIME_SONAME)
+    monkeypatch.setitem(build._pending, cache, gone)
+    np.testing.assert_allclose(solir.jit(lambda v: v * 3 - 1)(x), x * 3 - 1)
+    assert list((tmp_path / "c").glob(f"runtime-*/{build.RUNTIME_SONAME}"))

@@ -70,6 +70,8 @@ def link_shared(objs: list[bytes], out: Path, cache_dir: str) -> None:
     with _pending_lock:
         pending = _pending.pop(cache_dir, None)
     rt = pending.result() if pending is not None else runtime_library(cache_dir)
+    if not rt.exists():             # built earlier in this process, deleted since
+        rt = runtime_library(cache_dir)
     paths = [out.with_suffix(f".{k}.o") for k in range(len(objs))]
     for o, obj in zip(paths, objs):
         o.write_bytes(obj)
