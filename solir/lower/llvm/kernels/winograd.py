@@ -212,13 +212,6 @@ def emit_winograd_output(llmod: ir.Module, op: Op, target: Target, name: str) ->
     # are first joined into one of m*L lanes (vector b at lanes b*L..)
     interleave = ir.Constant(ir.VectorType(I32, m * L), [(i % m) * L + i // m for i in range(m * L)])
 
-    def join(b: ir.IRBuilder, vs: list[ir.Value]) -> ir.Value:
-        while len(vs) > 1:
-            n = vs[0].type.count
-            both = ir.Constant(ir.VectorType(I32, 2 * n), list(range(2 * n)))
-            vs = [b.shuffle_vector(vs[i], vs[i + 1], both) for i in range(0, len(vs), 2)]
-        return vs[0]
-
     b, (mm, y), begin, end = w.begin(impl)
     e = ElementEmitter(llmod, b, L)
     zero = w.splat(0.0)
@@ -240,7 +233,7 @@ def emit_winograd_output(llmod: ir.Module, op: Op, target: Target, name: str) ->
                     oy = b.add(b.mul(ty, const64(m)), const64(a))
                     with b.if_then(b.icmp_signed("<", oy, const64(oh))):
                         ys = [w.lincomb(b, e, AT[bb], s[a]) for bb in range(m)]
-                        row = b.shuffle_vector(join(b, ys), ir.Constant(wide, ir.Undefined), interleave)
+                        row = b.shuffle_vector(_join(b, ys), ir.Constant(wide, ir.Undefined), interleave)
                         ptr = w.gep(b, out_plane, b.add(b.mul(oy, const64(ow)), x0))
                         e.masked_store(row, ptr, w.size, store_cols)
     b.ret_void()
