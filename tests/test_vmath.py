@@ -90,3 +90,18 @@ def test_exp_scaling_gives_the_same_bits_on_every_target():
     nan = np.isnan(x)       # NaN stays NaN (its payload may be quieted on one of them)
     assert np.isnan(a[nan]).all() and np.isnan(b[nan]).all()
     np.testing.assert_array_equal(a[~nan].view(np.int32), b[~nan].view(np.int32))
+
+
+def test_exp_short_and_full_paths_give_the_same_bits():
+    """A vector whose lanes are all within +-86 takes exp's short path; one NaN lane sends its
+    whole vector down the full path. Every other lane must come out the same either way."""
+    x = np.linspace(-86, 86, 1 << 16, dtype=np.float32)
+    f = solir.jit(jnp.exp)
+    short = np.asarray(f(x))
+    mixed = x.copy()
+    mixed[::29] = np.nan                 # a NaN in (nearly) every vector, at varying lanes
+    full = np.asarray(f(mixed))
+    keep = ~np.isnan(mixed)
+    np.testing.assert_array_equal(full[keep], short[keep])
+    assert np.isnan(full[~keep]).all()
+    assert ulps(short, np.exp(x.astype(np.float64))).max() <= 1

@@ -1,10 +1,11 @@
 """Vector transcendental math for f32, written as straight-line LLVM IR (no libm calls), so a
 vector lane computes exactly what a scalar does and loops stay vectorized.
 
-    exp   Cody-Waite reduction x = n ln2 + r, a degree-6 polynomial on |r| <= ln2/2 (Cephes),
-          2^n applied as two exact scalings so results down into the subnormals round once
-          (or one ldexp where the target has it as an instruction, AVX-512 vscalefps with
-          the float exponent directly: the same bits)
+    exp   Cody-Waite reduction x = n ln2 + r, a degree-6 minimax polynomial on |r| <= ln2/2;
+          2^n added to the result's exponent bits when a whole vector is within +-86 (one
+          branch per vector), else applied as two exact scalings so results down into the
+          subnormals round once (or one ldexp where the target has it as an instruction,
+          AVX-512 vscalefps with the float exponent directly: the same bits)
     tanh  the 13/6 odd/even rational approximation XLA and Eigen use on [-7.9, 7.9] (+-1
           beyond; x itself for |x| < 0.0004): one division and ten multiply-adds, half the
           instructions of a polynomial near 0 with 1 - 2 / (exp(2|x|) + 1) above it, whose
@@ -86,35 +87,96 @@ def _scalef(e: "ElementEmitter") -> bool:
 
 
 def exp(e: "ElementEmitter", x: ir.Value) -> ir.Value:
-    return _exp(e, x)           # NaN flows through by itself (see _exp)
+    return _exp(e, x)           # NaN flows through by itself (see _exp_full)
 
 
+def _exp(e: "ElementEmitter", x: ir.Value) -> ir.Value:
+    """exp, NaN in NaN out. A vector whose lanes are all within +-86 (every lane of nearly
+    every vector an ML model feeds exp) takes the short path: 2^n goes straight into the
+    polynomial's exponent bits, two integer instructions. Any other vector (NaN, infinities,
+    results that overflow or reach the subnormals) takes the full path below; both give the
+    same bits where both apply, so the branch never changes a result."""
+    if e.lanes == 1 or e.vector_ldexp:
+        return _exp_full(e, x)
+    b = e.b
+    wide = b.fcmp_unordered(">", e.intrinsic("fabs", [x]), _c(e, _EXP_SHORT))   # NaN: true
+    with b.if_else(_any(e, wide), likely=False) as (full, short):
+        with full:
+            y_full, full_end = _exp_full(e, x), b.block
+        with short:
+            t, n, p = _exp_reduced(e, x)
+            # p in [0.7, 1.42] has biased exponent 126 or 127; adding n in [-125, 125] keeps it
+            # normal. t's bits are 1.5 * 2^23's plus n, and that constant's bits shifted left
+            # by 23 are 0 mod 2^32, so n << 23 is t's bits << 23
+            bits = b.add(b.bitcast(p, _i32(e)), b.shl(b.bitcast(t, _i32(e)), _i(e, 23)))
+            y_short, short_end = b.bitcast(bits, x_type(e)), b.block
+    y = b.phi(y_full.type)
+    y.add_incoming(y_full, full_end)
+    y.add_incoming(y_short, short_end)
+    return y
+
+
+def _any(e: "ElementEmitter", mask: ir.Value) -> ir.Value:
+    """Whether any lane of an i1 vector is set: its halves or'ed together as 32-bit masks
+    down to 8 lanes, then one test (vptest on x86; llvm.vector.reduce.or packs the
+    lanes' bits down instead, 11 instructions for 32 lanes on AVX2 where this takes 6)."""
+    b = e.b
+    n = mask.type.count
+    m = b.sext(mask, ir.VectorType(ir.IntType(32), n))
+    while n > 8 and n % 2 == 0:
+        n //= 2
+        lo, hi = (b.shuffle_vector(m, m, ir.Constant(ir.VectorType(ir.IntType(32), n),
+                                                     list(range(k, k + n)))) for k in (0, n))
+        m = b.or_(lo, hi)
+    wide = ir.IntType(32 * n)
+    return b.icmp_unsigned("!=", b.bitcast(m, wide), ir.Constant(wide, 0))
+
+
+_EXP_SHORT = 86.0               # |x| <= this: n = round(x log2 e) is within [-125, 125]
 _ROUND_MAGIC = 12582912.0       # 1.5 * 2^23: v + this, for |v| < 2^22, is v rounded to an
 _ROUND_MAGIC_BITS = 0x4B400000  # integer, in the low bits of the sum's mantissa
 
 
-def _exp(e: "ElementEmitter", x: ir.Value) -> ir.Value:
-    """exp, NaN in NaN out: the clamps keep a NaN (x < lo ? lo : x, one maxps/minps each),
-    and n = round(x log2 e) comes from adding 1.5 * 2^23 (n as a float is the sum minus that,
-    as an integer the sum's bits minus its bits): no fptosi, whose NaN is poison in LLVM,
-    so no select to put NaN back (two instructions of ~25 on AVX2), and rint's rounding
-    and conversion become one FMA and one integer subtraction."""
+def _exp_reduced(e: "ElementEmitter", x: ir.Value) -> tuple[ir.Value, ir.Value, ir.Value]:
+    """x = n ln2 + r: (t, n, p) with t = n + 1.5 * 2^23 (n in its low mantissa bits), n as a
+    float, and p = e^r (1 + r + r^2 Q(r), Q in Estrin's form: half Horner's dependent chain,
+    so interleaved vectors overlap)."""
+    b = e.b
+    t = _fma(e, x, _c(e, 1.44269504088896341), _c(e, _ROUND_MAGIC))
+    n = b.fsub(t, _c(e, _ROUND_MAGIC))
+    r = _fma(e, n, _c(e, -0.693359375), x)            # x - n ln2, ln2 in two parts
+    r = _fma(e, n, _c(e, 2.12194440e-4), r)
+    r2 = b.fmul(r, r)
+    c = _EXP_Q
+    q = _fma(e, _fma(e, _c(e, c[0]), r2, _fma(e, _c(e, c[1]), r, _c(e, c[2]))), r2,
+             _fma(e, _c(e, c[3]), r, _c(e, c[4])))
+    return t, n, _fma(e, q, r2, b.fadd(r, _c(e, 1.0)))
+
+
+# e^r = 1 + r + r^2 Q(r) on |r| <= ln2/2: Q of degree 4, minimax for e^r's relative error
+# (Lawson's algorithm; 3.3e-9 before rounding, well under f32's half ulp), one FMA fewer
+# than Cephes' degree-5 Q at the same float32 error (1.08 ulp at most on the interval)
+_EXP_Q = [0.0013791732490062714, 0.008368831127882004, 0.04166880249977112, 0.1666651964187622,
+          0.49999991059303284]
+
+
+def _exp_full(e: "ElementEmitter", x: ir.Value) -> ir.Value:
+    """exp over the whole float range: the clamps keep a NaN (x < lo ? lo : x, one maxps/minps
+    each), and n = round(x log2 e) comes from adding 1.5 * 2^23 (n as a float is the sum
+    minus that, as an integer the sum's bits minus its bits): no fptosi, whose NaN is poison
+    in LLVM, so no select to put NaN back, and rint's rounding and conversion become one FMA
+    and one integer subtraction. 2^n is applied as two exact scalings, so that results in
+    the subnormals round once."""
     b = e.b
     xc = b.select(b.fcmp_ordered("<", x, _c(e, -104.0)), _c(e, -104.0), x)
     xc = b.select(b.fcmp_ordered(">", xc, _c(e, 89.0)), _c(e, 89.0), xc)
-    t = _fma(e, xc, _c(e, 1.44269504088896341), _c(e, _ROUND_MAGIC))
-    n = b.fsub(t, _c(e, _ROUND_MAGIC))
-    r = _fma(e, n, _c(e, -0.693359375), xc)           # x - n ln2, ln2 in two parts
-    r = _fma(e, n, _c(e, 2.12194440e-4), r)
-    p = _horner(e, r, [1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2,
-                       1.6666665459e-1, 5.0000001201e-1])
-    p = _fma(e, b.fmul(p, r), r, b.fadd(r, _c(e, 1.0)))    # 1 + r + r^2 p(r)
+    t, n, p = _exp_reduced(e, xc)
     if _scalef(e):
         # AVX-512's vscalefps takes the exponent as a float: no conversion either way
-        t = p.type
-        fn = e.declare("llvm.x86.avx512.mask.scalef.ps.512", t,
-                       [t, t, t, ir.IntType(16), ir.IntType(32)])
-        return b.call(fn, [p, n, ir.Constant(t, None), ir.Constant(ir.IntType(16), -1),
+        ty = p.type
+        fn = e.declare("llvm.x86.avx512.mask.scalef.ps.512", ty,
+                       [ty, ty, ty, ir.IntType(16), ir.IntType(32)])
+        return b.call(fn, [p, n, ir.Constant(ty, None), ir.Constant(ir.IntType(16), -1),
                            ir.Constant(ir.IntType(32), 4)])     # 4: the current rounding mode
     ni = b.sub(b.bitcast(t, _i32(e)), _i(e, _ROUND_MAGIC_BITS))
     if e.vector_ldexp:          # one rounding either way: the same bits
