@@ -199,3 +199,30 @@ def test_background_runtime_library_and_cache_stamp(tmp_path, monkeypatch, rng):
     monkeypatch.setitem(build._pending, cache, gone)
     np.testing.assert_allclose(solir.jit(lambda v: v * 3 - 1)(x), x * 3 - 1)
     assert list((tmp_path / "c").glob(f"runtime-*/{build.RUNTIME_SONAME}"))
+
+
+def test_streamed_row_group_output_aligned_or_not(rng):
+    """A row group whose traffic fills L3 (softmax over 32 MB here, avx2's L3 is 8 MB) writes
+    its output with streaming stores, which need aligned rows: a misaligned output buffer
+    takes the ordinary stores instead. Both give the same bits, at 1 and 2 threads."""
+    from solir import zoo
+    from solir.targets import TARGETS
+    if TARGETS["avx2"].missing_features():
+        pytest.skip("needs an AVX2 machine")
+    x = rng.standard_normal((4096, 1024)).astype(np.float32)
+    low = solir.jit(zoo.softmax, target="avx2").lower(x)
+    assert "!nontemporal" in low.as_text("llvm")
+    c = low.compile()
+    want = np.asarray(c(x))
+    m = c.module
+    m._inputs[0] = m._pointer(x)
+    for threads in (1, 2):
+        m._rt.solir_set_num_threads(threads)
+        for shift in (0, 1):                # elements: 64-byte aligned, then 4 bytes off
+            raw = np.zeros(x.size + 16, np.float32)
+            start = (-(raw.ctypes.data // 4)) % 16 + shift
+            out = raw[start:start + x.size]
+            m._outputs[0] = m._pointer(out)
+            m._entry(m._inputs, m._outputs, m._workspace)
+            np.testing.assert_array_equal(out.reshape(x.shape), want)
+    m._rt.solir_set_num_threads(m.num_threads)

@@ -33,6 +33,10 @@ class Target:
     # interleave where the out-of-order window holds about one of them (Zen 3's FP
     # scheduler: exp 1.16x faster with two, 1.35x with four; benchmarks/README.md, session 9)
     chain_interleave: int = 1
+    # non-temporal (streaming) vector stores exist and need aligned addresses (MOVNTPS): a
+    # row group writing a large output row by row streams it past the caches (no read for
+    # ownership of lines it overwrites whole), and ends with a store fence
+    streaming_stores: bool = False
 
     def lanes(self, itemsize: int) -> int:
         return max(1, self.vector_bits // (8 * itemsize))
@@ -52,15 +56,17 @@ class Target:
 _X86 = "x86_64-unknown-linux-gnu"
 _A64 = "aarch64-unknown-linux-gnu"
 TARGETS: dict[str, Target] = {t.name: t for t in [
-    Target("x86-64", _X86, "x86-64", "+sse2", 128, 16, description="baseline x86-64 (SSE2)"),
+    Target("x86-64", _X86, "x86-64", "+sse2", 128, 16, streaming_stores=True,
+           description="baseline x86-64 (SSE2)"),
     Target("avx2", _X86, "haswell", "+avx2,+fma,+f16c", 256, 16, requires=("avx2", "fma"),
-           chain_interleave=4, description="x86-64 with AVX2 and FMA (Haswell, Zen 1-3)"),
+           chain_interleave=4, streaming_stores=True,
+           description="x86-64 with AVX2 and FMA (Haswell, Zen 1-3)"),
     Target("avx512", _X86, "x86-64-v4", "+avx512f,+avx512bw,+avx512dq,+avx512vl,+fma,+f16c",
            512, 32, l2_kib=1024,
            # LLVM splits 512-bit vectors on Intel unless the function asks for them.
            fn_attrs=(("prefer-vector-width", "512"), ("min-legal-vector-width", "512")),
            requires=("avx512f", "avx512bw", "avx512dq", "avx512vl", "fma"), vector_ldexp=True,
-           description="x86-64 with AVX-512 (Skylake-SP, Ice Lake, Zen 4/5), zmm vectors"),
+           streaming_stores=True, description="x86-64 with AVX-512 (Skylake-SP, Ice Lake, Zen 4/5), zmm vectors"),
     Target("neon", _A64, "generic", "+neon", 128, 32, arch="aarch64", requires=("asimd",),
            description="AArch64 Advanced SIMD (128-bit)"),
     Target("sve", _A64, "generic", "+sve,+neon", 256, 32, arch="aarch64", requires=("sve",),

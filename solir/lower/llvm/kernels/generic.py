@@ -82,6 +82,9 @@ class _GenericEmitter:
         self.acc_slot = 0
         # operand (or len(operands), the result) -> elements ahead to prefetch in vector loops
         self.prefetch: dict[int, int] = {}
+        # vector stores of the result are non-temporal, to addresses aligned to this many
+        # bytes (row groups: rows.py checks the alignment before choosing such a member)
+        self.stream_align = 0
 
     # -- structure -----------------------------------------------------------------------------
     def emit(self) -> ir.Function:
@@ -519,6 +522,10 @@ class _GenericEmitter:
         if lanes > 1 and coeffs[self.vdim] == 1:
             self._prefetch(ElementEmitter(self.llmod, b, lanes), len(self.op.operands), off)
         addr = b.gep(self.ptrs[-1], [off], source_etype=st, inbounds=self.inbounds)
+        if self.stream_align and lanes > 1 and coeffs[self.vdim] == 1:
+            ins = b.store(self.to_storage(x, dt, lanes), addr, align=self.stream_align)
+            ins.set_metadata("nontemporal", self.llmod.add_metadata([ir.Constant(ir.IntType(32), 1)]))
+            return
         b.store(self.to_storage(x, dt, lanes), addr, align=dt.itemsize)
 
 
