@@ -97,15 +97,35 @@ def matmul_blocking(target: Target, itemsize: int, m: int, n: int, k: int,
     nc = _balanced(n, nc, nr)
     # Units of work for the threads: column blocks (each packs all of A again) when A is the
     # smaller operand, else groups of `mg` row blocks (each packs its B block again).
+    # Either way the blocks are cut so that each thread gets the same number of them: 3 row
+    # blocks in groups of 2 for 2 threads left one thread twice the other's work (MobileNet's
+    # 512 x 196 pointwise products), 4 of 132 rows balance.
     if -(-n // nc) < min_units and m <= n:
         nc = min(nc, max(nr, -(-(-(-n // min_units)) // nr) * nr))
     nb = -(-n // nc)
+    if min_units > 1 and nb > min_units and nb % min_units:
+        nc = _even_blocks(n, nb, min_units, nr)
+        nb = -(-n // nc)
     groups = max(1, -(-min_units // nb))
     if -(-m // mc) < groups:
         mc = max(mr, -(-(-(-m // groups)) // mr) * mr)
     mb = -(-m // mc)
+    if groups > 1 and mb % groups:
+        mc = _even_blocks(m, mb, groups, mr)
+        mb = -(-m // mc)
     mg = -(-mb // min(groups, mb))
     return {"mr": mr, "nr": nr, "kc": kc, "mc": mc, "nc": nc, "mg": mg}
+
+
+def _even_blocks(extent: int, blocks: int, ways: int, tile: int) -> int:
+    """A block size (a multiple of `tile`) that cuts `extent` into a multiple of `ways`
+    blocks, at least `blocks` of them."""
+    want = -(-blocks // ways) * ways
+    while True:
+        size = max(tile, -(-(-(-extent // want)) // tile) * tile)
+        if -(-extent // size) % ways == 0 or size == tile:
+            return size
+        want += ways
 
 
 def _constant_of(v: Value) -> np.ndarray | None:
