@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import solir
@@ -217,6 +217,9 @@ def winograd_case(draw):
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case=winograd_case())
+# two AVX2 miscompiles of the input transform's masked row loads that random runs found
+@example(case=(1, 1, 1, 3, 5, ((2, 2), (2, 2)), "winograd", False, 1))
+@example(case=(1, 1, 1, 9, 7, ((1, 1), (1, 1)), "winograd2", False, 1))
 def test_winograd_matches_the_interpreter_and_jax(case):
     """F(4x4,3x3) and F(2x2,3x3): images whose tiles overhang the output, asymmetric
     padding, several vectors of tiles per row, batches, constant or runtime weights, one or

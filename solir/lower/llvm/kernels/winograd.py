@@ -148,21 +148,22 @@ def emit_winograd_input(llmod: ir.Module, op: Op, target: Target, name: str) -> 
             row = w.gep(b, plane, b.mul(b.select(row_ok, iy, const64(0)), const64(wd)))
             with for_range(b, const64(0), const64(qw), L, name="qq") as q:
                 x0 = b.sub(b.mul(q, const64(m)), const64(pw))      # first column of this chunk
-                ew = ElementEmitter(llmod, b, m * L)
-                i64w = ir.VectorType(I64, m * L)
-                xs = b.add(ew.splat(x0), ir.Constant(i64w, list(range(m * L))))
-                inside = b.and_(b.icmp_signed(">=", xs, ir.Constant(i64w, [0] * (m * L))),
-                                b.icmp_signed("<", xs, ir.Constant(i64w, [wd] * (m * L))))
-                mask = b.and_(inside, ew.splat(row_ok))
                 # lanes outside the image are masked off: never read, whatever x0 is. Loaded
-                # as m vectors of L lanes: the single m*L-lane masked load came out of LLVM 22
-                # wrong on AVX2 (garbage in F(4x4) of a 3x5 image with 2 columns of padding,
-                # found by tests/test_schedules.py; right on SSE and in the interpreter)
+                # as m vectors of L lanes, each with its own mask computed as L lanes: LLVM 22
+                # miscompiled on AVX2 both the single m*L-lane masked load (garbage in F(4x4)
+                # of a 3x5 image with 2 columns of padding) and L-lane loads whose masks were
+                # shuffled out of one m*L-lane i1 mask (F(2x2), outputs 7-8 wide and >= 9
+                # high: the last tile column read uninitialized memory). Both found by
+                # tests/test_schedules.py; right on SSE, at O0 and in the interpreter.
                 ptr0 = b.gep(row, [x0], source_etype=w.ety)
+                i32l = ir.VectorType(I32, L)
                 pieces = []
                 for pc in range(m):
-                    sub = b.shuffle_vector(mask, ir.Constant(mask.type, ir.Undefined), ir.Constant(
-                        ir.VectorType(I32, L), list(range(pc * L, (pc + 1) * L))))
+                    xl = b.add(e.splat(b.trunc(b.add(x0, const64(pc * L)), I32)),
+                               ir.Constant(i32l, list(range(L))))
+                    sub = b.and_(b.and_(b.icmp_signed(">=", xl, ir.Constant(i32l, [0] * L)),
+                                        b.icmp_signed("<", xl, ir.Constant(i32l, [wd] * L))),
+                                 e.splat(row_ok))
                     pieces.append(e.masked_load(w.vty, b.gep(ptr0, [const64(pc * L)],
                                                              source_etype=w.ety),
                                                 w.size, sub, w.splat(0.0)))
