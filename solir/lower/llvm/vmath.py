@@ -87,11 +87,7 @@ def _scalef(e: "ElementEmitter") -> bool:
 
 
 def exp(e: "ElementEmitter", x: ir.Value) -> ir.Value:
-    return _exp(e, x)           # NaN flows through by itself (see _exp_full)
-
-
-def _exp(e: "ElementEmitter", x: ir.Value) -> ir.Value:
-    """exp, NaN in NaN out. A vector whose lanes are all within +-86 (every lane of nearly
+    """exp, NaN in NaN out (by itself: see _exp_full). A vector whose lanes are all within +-86 (every lane of nearly
     every vector an ML model feeds exp) takes the short path: 2^n goes straight into the
     polynomial's exponent bits, two integer instructions. Any other vector (NaN, infinities,
     results that overflow or reach the subnormals) takes the full path below; both give the
@@ -242,7 +238,7 @@ def erfc(e: "ElementEmitter", x: ir.Value) -> ir.Value:
     ax = e.intrinsic("minnum", [ax, _c(e, 10.5)])
     hi = b.fmul(ax, ax)
     lo = _fma(e, ax, ax, b.fneg(hi))
-    z = b.fmul(_exp(e, b.fneg(hi)), b.fsub(_c(e, 1.0), lo))
+    z = b.fmul(exp(e, b.fneg(hi)), b.fsub(_c(e, 1.0), lo))
     q = b.fdiv(_c(e, 1.0), ax)
     q2 = b.fmul(q, q)
     p = b.select(b.fcmp_ordered("<", ax, _c(e, 2.0)), _horner(e, q2, _ERFC_P), _horner(e, q2, _ERFC_R))
@@ -256,7 +252,7 @@ def logistic(e: "ElementEmitter", x: ir.Value) -> ir.Value:
     """1 / (1 + e^-x) for x >= 0 and e^x / (1 + e^x) below, so e^-|x| never overflows and
     tiny results keep their subnormal bits."""
     b = e.b
-    t = _exp(e, b.fneg(e.intrinsic("fabs", [x])))
+    t = exp(e, b.fneg(e.intrinsic("fabs", [x])))
     d = b.fadd(_c(e, 1.0), t)
     y = b.select(b.fcmp_ordered(">=", x, _c(e, 0.0)), b.fdiv(_c(e, 1.0), d), b.fdiv(t, d))
     return _keep_nan(e, x, y)

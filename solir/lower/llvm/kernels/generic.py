@@ -519,14 +519,15 @@ class _GenericEmitter:
             stride *= self.dims[d]
         off = self._offset(coeffs, 0)
         st = storage_type(dt)
-        if lanes > 1 and coeffs[self.vdim] == 1:
+        contiguous = lanes > 1 and coeffs[self.vdim] == 1
+        if contiguous:
             self._prefetch(ElementEmitter(self.llmod, b, lanes), len(self.op.operands), off)
         addr = b.gep(self.ptrs[-1], [off], source_etype=st, inbounds=self.inbounds)
-        if self.stream_align and lanes > 1 and coeffs[self.vdim] == 1:
-            ins = b.store(self.to_storage(x, dt, lanes), addr, align=self.stream_align)
+        stream = contiguous and self.stream_align
+        ins = b.store(self.to_storage(x, dt, lanes), addr,
+                      align=self.stream_align if stream else dt.itemsize)
+        if stream:
             ins.set_metadata("nontemporal", self.llmod.add_metadata([ir.Constant(ir.IntType(32), 1)]))
-            return
-        b.store(self.to_storage(x, dt, lanes), addr, align=dt.itemsize)
 
 
 def _llname(name: str) -> str:

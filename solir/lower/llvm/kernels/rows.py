@@ -15,6 +15,7 @@ from __future__ import annotations
 import llvmlite.ir as ir
 
 from solir.ir.core import Op, Value
+from solir.lower.llvm.element import ElementEmitter
 from solir.lower.llvm.kernels.generic import CHUNK_FN_TYPE, PTR, _GenericEmitter
 from solir.lower.llvm.loops import const64, for_range
 from solir.targets import Target
@@ -74,12 +75,21 @@ def emit_row_group(llmod: ir.Module, members: list[Op], target: Target, name: st
             buf.align = 64
             local[m.result] = (buf, row_bytes)
     ahead = _next_row_prefetches(members, target)
-    streamed = _streamed_member(members, target, ahead)
+    streamed = _streamed_member(members, target, ahead, ext)
     if streamed is not None:       # the output's base alignment decides, once per call
-        i, align = streamed
-        base = b.ptrtoint(ptrs[members[i].result], ir.IntType(64))
+        at, align = streamed
+        base = b.ptrtoint(ptrs[members[at].result], ir.IntType(64))
         aligned = b.icmp_unsigned("==", b.and_(base, const64(align - 1)), const64(0))
     in_rows = local_values(members)
+
+    def emit(i: int, row_ptrs: dict[Value, ir.Value], r: ir.Value, stream_align: int = 0) -> None:
+        m = members[i]
+        em = _GenericEmitter(llmod, m, target, name, fn=fn, builder=b)
+        # a streamed output is not prefetched
+        em.prefetch = {k: n for k, n in ahead.get(i, {}).items()
+                       if not stream_align or k != len(m.operands)}
+        em.stream_align = stream_align
+        em.emit_row([row_ptrs[v] for v in list(m.operands) + [m.result]], r)
     with for_range(b, begin, end, 1, name="r") as r:
         row_ptrs = dict(ptrs)
         for v, (buf, row_bytes) in local.items():
@@ -92,34 +102,25 @@ def emit_row_group(llmod: ir.Module, members: list[Op], target: Target, name: st
                 if m.operands[0] in in_rows:
                     row_ptrs[m.result] = row_ptrs[m.operands[0]]
                 continue
-            row_args = [row_ptrs[v] for v in list(m.operands) + [m.result]]
             if streamed is not None and streamed[0] == i:
                 with b.if_else(aligned) as (stream, normal):
                     with stream:
-                        em = _GenericEmitter(llmod, m, target, name, fn=fn, builder=b)
-                        em.prefetch = {k: n for k, n in ahead.get(i, {}).items()
-                                       if k != len(m.operands)}
-                        em.stream_align = streamed[1]
-                        em.emit_row(row_args, r)
+                        emit(i, row_ptrs, r, streamed[1])
                     with normal:
-                        em = _GenericEmitter(llmod, m, target, name, fn=fn, builder=b)
-                        em.prefetch = ahead.get(i, {})
-                        em.emit_row(row_args, r)
-                continue
-            em = _GenericEmitter(llmod, m, target, name, fn=fn, builder=b)
-            em.prefetch = ahead.get(i, {})
-            em.emit_row(row_args, r)
+                        emit(i, row_ptrs, r)
+            else:
+                emit(i, row_ptrs, r)
     if streamed is not None:
         # streaming stores are weakly ordered: drain them before the pool reports the chunk
         # done, so that whoever reads the output next sees it
-        sfence = "llvm.x86.sse.sfence"
-        b.call(llmod.globals.get(sfence) or ir.Function(llmod, ir.FunctionType(ir.VoidType(), []), sfence), [])
+        void = ir.VoidType()
+        b.call(ElementEmitter(llmod, b, 1).declare("llvm.x86.sse.sfence", void, []), [])
     b.ret_void()
     return fn
 
 
-def _streamed_member(members: list[Op], target: Target,
-                     ahead: dict[int, dict[int, int]]) -> tuple[int, int] | None:
+def _streamed_member(members: list[Op], target: Target, ahead: dict[int, dict[int, int]],
+                     ext: list[Value]) -> tuple[int, int] | None:
     """(member, alignment) when the group's output can be streamed: what the group reads
     and writes fills L3 (so the output's first rows would not be in cache for a consumer
     anyway), and the member that writes it
@@ -128,8 +129,7 @@ def _streamed_member(members: list[Op], target: Target,
     store, and every row starts aligned when the first does). Streaming stores skip the
     read for ownership of each output line, a third of softmax's memory traffic: in one
     process, softmax 4096x1024 at 1 thread 3.63 -> 3.17 ms, at 2 threads 0.81x of ORT."""
-    if not target.streaming_stores or sum(
-            v.type.nbytes for v in external_values(members)) < target.l3_kib * 1024:
+    if not target.streaming_stores or sum(v.type.nbytes for v in ext) < target.l3_kib * 1024:
         return None
     for i, plan in ahead.items():
         m = members[i]
