@@ -31,7 +31,7 @@ class Target:
     # hardware vectors per logical vector in elementwise kernels with long dependency chains
     # (exp, tanh, erf: ~30 dependent instructions per vector), so that independent chains
     # interleave where the out-of-order window holds about one of them (Zen 3's FP
-    # scheduler: exp 1.16x faster with two, 1.35x with four; benchmarks/README.md, session 9)
+    # scheduler; four beat two and eight in one-process A/Bs, sessions 9 and 10)
     chain_interleave: int = 1
     # non-temporal (streaming) vector stores exist and need aligned addresses (MOVNTPS): a
     # row group writing a large output row by row streams it past the caches (no read for

@@ -123,12 +123,11 @@ def _streamed_member(members: list[Op], target: Target, ahead: dict[int, dict[in
                      ext: list[Value]) -> tuple[int, int] | None:
     """(member, alignment) when the group's output can be streamed: what the group reads
     and writes fills L3 (so the output's first rows would not be in cache for a consumer
-    anyway), and the member that writes it
-    (the one _next_row_prefetches prefetches it for) stores whole vectors along its
-    contiguous last dim, with rows a whole number of vectors (no overlapping remainder
-    store, and every row starts aligned when the first does). Streaming stores skip the
-    read for ownership of each output line, a third of softmax's memory traffic: in one
-    process, softmax 4096x1024 at 1 thread 3.63 -> 3.17 ms, at 2 threads 0.81x of ORT."""
+    anyway), and the member that writes it (the one _next_row_prefetches prefetches it for)
+    stores whole vectors along its contiguous last dim, with rows a whole number of vectors
+    (no overlapping remainder store, and every row starts aligned when the first does).
+    Streaming stores skip the read for ownership of each output line, a third of softmax's
+    memory traffic (benchmarks/README.md, session 10, has softmax before and after)."""
     if not target.streaming_stores or sum(v.type.nbytes for v in ext) < target.l3_kib * 1024:
         return None
     for i, plan in ahead.items():
@@ -175,7 +174,7 @@ def _next_row_prefetches(members: list[Op], target: Target) -> dict[int, dict[in
             bop.name in LONG_CHAIN_OPS for bop in members[i].regions[0].ops)
     for v, uses in readers.items():
         i, k = next(((i, k) for i, k in uses if heavy(i)), uses[0])
-        plan.setdefault(i, {})[k] = v.type.size // v.type.shape[0]      # (two rows ahead: 1.25x slower)
+        plan.setdefault(i, {})[k] = v.type.size // v.type.shape[0]      # (two rows ahead was slower)
     for i in reversed(range(len(members))):
         if members[i].name == "kernel.view":
             continue
