@@ -54,6 +54,23 @@ def test_random_matmul_blocking_matches_the_interpreter(case):
     np.testing.assert_allclose(f(a, b), want, rtol=1e-5, atol=1e-5)
 
 
+@settings(max_examples=200, deadline=None)
+@given(m=st.integers(1, 3000), n=st.integers(1, 3000), k=st.integers(1, 3000),
+       target=st.sampled_from(["avx2", "avx512", "neon", "x86-64"]))
+def test_matmul_blocking_gives_two_threads_equal_shares(m, n, k, target):
+    """For 2 threads the units of work come in pairs of equal block counts: never 3 row blocks
+    in groups of 2 (one thread twice the other's work, as MobileNet's 512x196 products had)."""
+    from solir.lower.schedule import matmul_blocking
+    from solir.targets import TARGETS
+    b = matmul_blocking(TARGETS[target], 4, m, n, k, 2)
+    row_blocks, col_blocks = -(-m // b["mc"]), -(-n // b["nc"])
+    units = col_blocks * -(-row_blocks // b["mg"])
+    assert units == 1 or units % 2 == 0, (b, row_blocks, col_blocks)
+    if col_blocks == 1 and units == 2:
+        assert row_blocks % 2 == 0 or b["mc"] == b["mr"], b
+    assert b["mc"] % b["mr"] == 0 and b["nc"] % b["nr"] == 0
+
+
 @st.composite
 def epilogue_case(draw):
     batch = draw(st.sampled_from([1, 2]))
