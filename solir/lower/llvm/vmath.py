@@ -6,21 +6,23 @@ vector lane computes exactly what a scalar does and loops stay vectorized.
           branch per vector), else applied as two exact scalings so results down into the
           subnormals round once (or one ldexp where the target has it as an instruction,
           AVX-512 vscalefps with the float exponent directly: the same bits)
-    tanh  the 13/6 odd/even rational approximation XLA and Eigen use on [-7.9, 7.9] (+-1
-          beyond; x itself for |x| < 0.0004): one division and ten multiply-adds, half the
-          instructions of a polynomial near 0 with 1 - 2 / (exp(2|x|) + 1) above it, whose
-          arithmetic bounded an elementwise chain with a tanh in it (4.3 ulp against 1)
+    tanh  the 13/6 odd/even rational approximation XLA and Eigen use, as x (P / Q) on x
+          clamped to +-9 (where it rounds to exactly +-1): one division and nine multiply-adds,
+          no select (tiny and subnormal x come out as x times a ratio within 2e-7 of 1, and
+          NaN passes the clamps); half the instructions of a polynomial near 0 with
+          1 - 2 / (exp(2|x|) + 1) above it
     erf   the odd/even rational approximation XLA and Eigen use on [-4, 4] (+-1 beyond);
           x * 2/sqrt(pi) for |x| < 2^-60, where the rational form would lose subnormal bits
-    erfc  1 - erf(x) for |x| < 1 (up to 11 ulp just below 1, where the subtraction cancels),
-          else exp(-x^2) q P(q^2), q = 1/|x| (Cephes), with x^2 split exactly in two so that
-          exp(-x^2) stays accurate far into the tail (1-3 ulp)
+    erfc  exp(-x^2) P(u) / (1 + 2|x|) with u = (|x| - 2) / (|x| + 2), P of degree 9 (after
+          Shepherd and Laframboise's erfcx), one formula over the whole range: no branch per
+          lane and no cancellation, with x^2 split exactly in two so that exp(-x^2) stays
+          accurate far into the tail
     logistic  1 / (1 + exp(-x)), or exp(x) / (1 + exp(x)) for x < 0
 
-Each keeps NaN (x != x selects x itself), +-inf and signed zero right; tests/test_vmath.py
-measures the error in ulps against numpy in float64 over the whole float range (exp 1 ulp;
-logistic 2; tanh and erf 5; erfc 11). f64 goes to
-libm (correctly rounded there; its vector forms would need a vector libm).
+Each keeps NaN (x != x selects x itself, or clamps that let it pass), +-inf and signed
+zero right; tests/test_vmath.py measures the error in ulps against numpy in float64 over the
+whole float range (exp 1 ulp; logistic 2; tanh 4; erfc 5; erf 6). f64 goes to libm
+(correctly rounded there; its vector forms would need a vector libm).
 """
 
 from __future__ import annotations
@@ -164,8 +166,7 @@ def _exp_full(e: "ElementEmitter", x: ir.Value) -> ir.Value:
     and one integer subtraction. 2^n is applied as two exact scalings, so that results in
     the subnormals round once."""
     b = e.b
-    xc = b.select(b.fcmp_ordered("<", x, _c(e, -104.0)), _c(e, -104.0), x)
-    xc = b.select(b.fcmp_ordered(">", xc, _c(e, 89.0)), _c(e, 89.0), xc)
+    xc = _clamp(e, x, -104.0, 89.0)
     t, n, p = _exp_reduced(e, xc)
     if _scalef(e):
         # AVX-512's vscalefps takes the exponent as a float: no conversion either way
@@ -193,13 +194,22 @@ _TANH_Q = [1.19825839466702e-06, 1.18534705686654e-04, 2.26843463243900e-03,
 
 
 def tanh(e: "ElementEmitter", x: ir.Value) -> ir.Value:
+    """x P(x^2) / Q(x^2) on x clamped to +-7.9 (where it reaches +-1), as x (P / Q): the ratio
+    is within 2e-7 of 1 near 0, so tiny and subnormal x come out as x times it, rounded once
+    (no branch for them). The clamps keep a NaN (x < lo ? lo : x, one maxps/minps each), so
+    NaN flows through to the result."""
     b = e.b
-    xc = e.intrinsic("minnum", [e.intrinsic("maxnum", [x, _c(e, -7.90531110763549805)]),
-                                _c(e, 7.90531110763549805)])
+    xc = _clamp(e, x, -9.0, 9.0)
     z = b.fmul(xc, xc)
-    y = b.fdiv(b.fmul(_horner(e, z, _TANH_P), xc), _horner(e, z, _TANH_Q))
-    tiny = b.fcmp_ordered("<", e.intrinsic("fabs", [x]), _c(e, 0.0004))
-    return _keep_nan(e, x, b.select(tiny, x, y))
+    return b.fmul(xc, b.fdiv(_horner(e, z, _TANH_P), _horner(e, z, _TANH_Q)))
+
+
+def _clamp(e: "ElementEmitter", x: ir.Value, lo: float, hi: float) -> ir.Value:
+    """min(max(x, lo), hi), NaN in NaN out: x < lo ? lo : x, then x > hi ? hi : x (an
+    unordered compare is false, so NaN passes; one maxps and one minps on x86)."""
+    b = e.b
+    x = b.select(b.fcmp_ordered("<", x, _c(e, lo)), _c(e, lo), x)
+    return b.select(b.fcmp_ordered(">", x, _c(e, hi)), _c(e, hi), x)
 
 
 _ERF_ALPHA = [-2.72614225801306e-10, 2.77068142495902e-08, -2.10102402082508e-06,
@@ -221,30 +231,32 @@ def erf(e: "ElementEmitter", x: ir.Value) -> ir.Value:
     return _keep_nan(e, x, y)
 
 
-_ERFC_P = [2.326819970068386e-2, -1.387039388740657e-1, 3.687424674597105e-1,
-           -5.824733027278666e-1, 6.210004621745983e-1, -4.944515323274145e-1,
-           3.404879937665872e-1, -2.741127028184656e-1, 5.638259427386472e-1]
-_ERFC_R = [-1.047766399936249e1, 1.297719955372516e1, -7.495518717768503e0,
-           2.921019019210786e0, -1.015265279202700e0, 4.218463358204948e-1,
-           -2.820767439740514e-1, 5.641895067754075e-1]
+# erfc(t) exp(t^2) (1 + 2t) as a polynomial in u = (t - 2) / (t + 2), for t in [0, 10.5]
+# (u in [-1, 0.68]): degree 9, minimax for the relative error (Lawson's algorithm, 1.7e-8
+# before rounding), after Shepherd and Laframboise's Chebyshev series for erfcx
+_ERFC_K = 2.0
+_ERFC_U = [-0.0004008524992968887, -0.0012277476489543915, 0.001317278598435223,
+           0.008630909956991673, -0.008062588982284069, -0.05420441925525665,
+           0.1640559285879135, -0.1660313904285431, -0.09276401251554489, 1.2769783735275269]
 
 
 def erfc(e: "ElementEmitter", x: ir.Value) -> ir.Value:
+    """erfc(|x|) = exp(-x^2) P(u) / (1 + 2|x|), u = (|x| - 2) / (|x| + 2): one formula from 0
+    to 10.5 (past it the result is 0 in f32; clamping there keeps x^2 finite), with no
+    cancellation anywhere, so no branch per lane; erfc(x) = 2 - erfc(|x|) for x < 0. One
+    division gives both u and 1 / (1 + 2|x|). x^2 is split exactly into hi + lo so that
+    exp(-x^2) keeps its accuracy far into the tail: exp(-hi) (1 - lo)."""
     b = e.b
-    ax = e.intrinsic("fabs", [x])
-    # |x| >= 1: exp(-x^2) q P(q^2) with q = 1/|x| (Cephes); x^2 split exactly into hi + lo so
-    # exp(-x^2) keeps its accuracy where x^2 is large: exp(-hi) (1 - lo). Past 10.5 the
-    # result is 0 (or 2) in f32; clamping there keeps x^2 finite.
-    ax = e.intrinsic("minnum", [ax, _c(e, 10.5)])
-    hi = b.fmul(ax, ax)
-    lo = _fma(e, ax, ax, b.fneg(hi))
-    z = b.fmul(exp(e, b.fneg(hi)), b.fsub(_c(e, 1.0), lo))
-    q = b.fdiv(_c(e, 1.0), ax)
-    q2 = b.fmul(q, q)
-    p = b.select(b.fcmp_ordered("<", ax, _c(e, 2.0)), _horner(e, q2, _ERFC_P), _horner(e, q2, _ERFC_R))
-    tail = b.fmul(b.fmul(z, q), p)
-    tail = b.select(b.fcmp_ordered("<", x, _c(e, 0.0)), b.fsub(_c(e, 2.0), tail), tail)
-    y = b.select(b.fcmp_ordered("<", ax, _c(e, 1.0)), b.fsub(_c(e, 1.0), erf(e, x)), tail)
+    t = e.intrinsic("minnum", [e.intrinsic("fabs", [x]), _c(e, 10.5)])
+    hi = b.fmul(t, t)
+    lo = _fma(e, t, t, b.fneg(hi))
+    s = _fma(e, t, _c(e, 2.0), _c(e, 1.0))                         # 1 + 2t
+    r = b.fdiv(_c(e, 1.0), b.fmul(b.fadd(t, _c(e, _ERFC_K)), s))   # 1 / ((t + K)(1 + 2t))
+    u = b.fmul(b.fmul(b.fsub(t, _c(e, _ERFC_K)), s), r)
+    w = b.fmul(b.fadd(t, _c(e, _ERFC_K)), r)                       # 1 / (1 + 2t)
+    m = b.fmul(b.fmul(b.fsub(_c(e, 1.0), lo), w), _horner(e, u, _ERFC_U))
+    y = b.fmul(exp(e, b.fneg(hi)), m)           # one rounding where the result is subnormal
+    y = b.select(b.fcmp_ordered("<", x, _c(e, 0.0)), b.fsub(_c(e, 2.0), y), y)
     return _keep_nan(e, x, y)
 
 
