@@ -27,8 +27,22 @@ class Compiled:
         self.in_tree, self.out_tree = in_tree, out_tree
         self.leaf_dtypes = list(leaf_dtypes)
         self.static_argnums, self.static_argnames = static
+        import jax
+        n = len(self.leaf_dtypes)
+        # positional arrays only, no static arguments: __call__ skips the pytree machinery
+        # when every argument is an ndarray of the compiled dtype (shapes: the module checks)
+        self._flat = (not any(static) and
+                      in_tree == jax.tree_util.tree_structure((tuple(range(n)), {})))
+        self._one_out = out_tree == jax.tree_util.tree_structure(0)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self._flat and not kwargs and len(args) == len(self.leaf_dtypes):
+            for a, dt in zip(args, self.leaf_dtypes):
+                if type(a) is not np.ndarray or a.dtype != dt:
+                    break
+            else:
+                outs = self.module(*args)
+                return outs[0] if self._one_out else _unflatten(self.out_tree, outs)
         import jax
         dyn_args, dyn_kwargs = _split_static(args, kwargs, self.static_argnums, self.static_argnames)
         leaves, tree = jax.tree_util.tree_flatten((dyn_args, dyn_kwargs))
@@ -43,10 +57,8 @@ class Compiled:
         return self.call_leaves(leaves)
 
     def call_leaves(self, leaves: list[Any]) -> Any:
-        import jax
         arrays = [_as_array(x, dt) for x, dt in zip(leaves, self.leaf_dtypes)]
-        outs = self.module(*arrays)
-        return jax.tree_util.tree_unflatten(self.out_tree, outs)
+        return _unflatten(self.out_tree, self.module(*arrays))
 
     def as_text(self) -> str:
         return repr(self.module)
@@ -96,9 +108,19 @@ class JitFunction:
                                                tune_threads=num_threads or default_num_threads())
         self.num_threads = num_threads
         self._cache: dict[Any, Compiled] = {}
+        # calls with ndarrays only (no keywords or static arguments): keyed by shapes and
+        # dtypes alone, no pytree flattening (the call overhead is most of a small op's time)
+        self._arrays_only = not self.static_argnums and not self.static_argnames
+        self._by_arrays: dict[Any, Compiled] = {}
         functools.update_wrapper(self, fn)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        fast = self._arrays_only and not kwargs and all(type(a) is np.ndarray for a in args)
+        if fast:
+            akey = tuple((a.shape, a.dtype) for a in args)
+            compiled = self._by_arrays.get(akey)
+            if compiled is not None:
+                return compiled(*args)
         import jax
         dyn_args, dyn_kwargs = _split_static(args, kwargs, self.static_argnums, self.static_argnames)
         leaves, tree = jax.tree_util.tree_flatten((dyn_args, dyn_kwargs))
@@ -108,6 +130,8 @@ class JitFunction:
         if compiled is None:
             compiled = self.lower(*args, **kwargs).compile()
             self._cache[key] = compiled
+        if fast:
+            self._by_arrays[akey] = compiled
         return compiled.call_leaves(leaves)
 
     def lower(self, *args: Any, **kwargs: Any) -> Lowered:
@@ -194,6 +218,11 @@ def _jax_dtype(x: Any) -> Any:
         return jnp.float32
     dt = getattr(x, "dtype", None)
     return jnp.dtype(dt) if dt is not None else np.asarray(x).dtype
+
+
+def _unflatten(tree: Any, leaves: list[Any]) -> Any:
+    import jax
+    return jax.tree_util.tree_unflatten(tree, leaves)
 
 
 def _as_array(x: Any, dtype: np.dtype) -> np.ndarray:

@@ -40,6 +40,29 @@ def test_wrong_shape_dtype_and_count_raise_before_native_code(compiled):
         c(x)
 
 
+def test_array_only_calls_take_the_fast_path_and_agree_with_the_general_one(rng):
+    """ndarray-only calls skip the pytree machinery (keyed by shapes and dtypes alone); other
+    arrays, keywords, new shapes and dtypes take the general path, with the same results."""
+    import jax.numpy as jnp
+    f = solir.jit(lambda a, b: {"sum": a + b, "prod": a * b})
+    a, b = rng.standard_normal((3, 5), np.float32), rng.standard_normal((3, 5), np.float32)
+    fast = f(a, b)
+    assert len(f._by_arrays) == 1
+    general = f(jnp.asarray(a), b)                   # a jax array: flattened, converted
+    for k in ("sum", "prod"):
+        np.testing.assert_array_equal(fast[k], general[k])
+    np.testing.assert_array_equal(f(a, b=b)["sum"], fast["sum"])     # a keyword
+    wide = rng.standard_normal((3, 6), np.float32)
+    np.testing.assert_array_equal(f(wide, wide)["prod"], wide * wide)   # a new shape compiles
+    assert len(f._by_arrays) == 2
+    np.testing.assert_allclose(f(a.astype(np.float64), b)["sum"], fast["sum"])   # a new dtype
+    assert len(f._by_arrays) == 3
+    c = f.lower(a, b).compile()
+    np.testing.assert_array_equal(c(a, b)["prod"], fast["prod"])
+    with pytest.raises(solir.ArgumentError, match="expects shape"):
+        c(wide, wide)
+
+
 def test_contiguous_inputs_are_not_copied_and_strided_ones_are(compiled):
     c, x, w = compiled
     arrays = c.module.check_args([x, w])
@@ -161,10 +184,14 @@ def test_num_threads_is_validated(compiled, monkeypatch):
         np.testing.assert_allclose(c(x, w), affine(x, w), rtol=2e-5, atol=2e-5)
 
 
-def test_large_outputs_of_every_dtype_come_from_the_pool():
+def test_large_outputs_of_every_dtype_come_from_the_pool(monkeypatch):
     """Outputs above the pool's threshold are views of recycled blocks, for every dtype
-    (bfloat16 included), independent of each other across calls."""
+    (bfloat16 included), independent of each other across calls. (The threshold is lowered
+    here so that small arrays exercise it.)"""
     import jax.numpy as jnp
+
+    from solir.runtime.load import _outputs
+    monkeypatch.setattr(_outputs, "min_bytes", 1 << 16)
     x = np.arange(1 << 15, dtype=np.float32)
     f = solir.jit(lambda x: (x.astype(jnp.bfloat16), x * 2, x.astype(jnp.int32)))
     a, b, c = f(x)
@@ -174,6 +201,7 @@ def test_large_outputs_of_every_dtype_come_from_the_pool():
     b2 = f(x + 1)[1]
     np.testing.assert_array_equal(b, first)          # an earlier result is never overwritten
     np.testing.assert_array_equal(b2, (x + 1) * 2)
+    assert b.base is not None and b2.base is not None        # views of pool blocks
 
 
 def test_background_runtime_library_and_cache_stamp(tmp_path, monkeypatch, rng):
