@@ -20,7 +20,7 @@ from solir.runtime.build import RUNTIME_SONAME
 # The runtime library (thread pool) is loaded once and never unloaded: worker threads sleep in
 # its code. Native calls are serialized process-wide because the pool's thread count is global.
 _RT_FFI = cffi.FFI()
-_RT_FFI.cdef("void solir_set_num_threads(int); int solir_get_num_threads(void);")
+_RT_FFI.cdef("void solir_set_num_threads(int);")
 _rt: Any = None
 _call_lock = threading.Lock()
 _rt_threads: int | None = None    # the runtime's thread count, as last set by a call here
@@ -46,9 +46,9 @@ class _OutputPool:
     output array here is a view of a block this pool hands out; when the array is garbage-
     collected the block comes back and the next call reuses it, already mapped. At most
     `keep` idle blocks per size and `limit` idle bytes are held; the rest is freed.
-    Below 32 MiB numpy's allocation is quicker (glibc raises its mmap threshold up to that
-    size once such a block is freed, so repeated calls reuse mapped heap memory): a few us
-    for a 1 MiB output where the pool's bookkeeping takes 9."""
+    Below 32 MiB numpy's allocation is quicker than the pool's bookkeeping: glibc raises its
+    mmap threshold up to that size once such a block is freed, so repeated calls reuse
+    mapped heap memory."""
 
     def __init__(self, keep: int = 4, limit: int = 1 << 30, min_bytes: int = 1 << 25):
         self.ffi = cffi.FFI()

@@ -252,9 +252,10 @@ def erfc(e: "ElementEmitter", x: ir.Value) -> ir.Value:
     hi = b.fmul(t, t)
     lo = _fma(e, t, t, b.fneg(hi))
     s = _fma(e, t, _c(e, 2.0), _c(e, 1.0))                         # 1 + 2t
-    r = b.fdiv(_c(e, 1.0), b.fmul(b.fadd(t, _c(e, _ERFC_K)), s))   # 1 / ((t + K)(1 + 2t))
+    tk = b.fadd(t, _c(e, _ERFC_K))
+    r = b.fdiv(_c(e, 1.0), b.fmul(tk, s))                          # 1 / ((t + K)(1 + 2t))
     u = b.fmul(b.fmul(b.fsub(t, _c(e, _ERFC_K)), s), r)
-    w = b.fmul(b.fadd(t, _c(e, _ERFC_K)), r)                       # 1 / (1 + 2t)
+    w = b.fmul(tk, r)                                              # 1 / (1 + 2t)
     m = b.fmul(b.fmul(b.fsub(_c(e, 1.0), lo), w), _horner(e, u, _ERFC_U))
     y = b.fmul(exp(e, b.fneg(hi)), m)           # one rounding where the result is subnormal
     y = b.select(b.fcmp_ordered("<", x, _c(e, 0.0)), b.fsub(_c(e, 2.0), y), y)
