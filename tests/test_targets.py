@@ -2,6 +2,7 @@
 generated hot loops use the target's vectors: ymm FMAs on avx2, zmm on avx512, NEON/SVE
 fmla on AArch64, RVV vfmadd/vfmacc on RISC-V."""
 
+import os
 import re
 import struct
 
@@ -87,11 +88,11 @@ def test_split_codegen_matches_one_module(rng, monkeypatch, tmp_path):
     assert any(".incbin" in chunk for chunk in llmod.solir_asm)
     text = machine.module_text(llmod, with_asm=False)
     assert "module asm" not in text and "module asm" in machine.module_text(llmod)
-    parts = machine.split_module(text, 2)
-    assert parts == [text]                       # too small to be worth it by default
-    monkeypatch.setattr(machine, "SPLIT_MIN_LINES", 0)
-    code = machine.split_module(text, 2)
-    assert len(code) == 2
+    assert machine.split_parts(llmod, 2) is None         # too small to be worth it by default
+    monkeypatch.setattr(machine, "SPLIT_MIN_INSTRUCTIONS", 0)
+    groups = machine.split_parts(llmod, 2)
+    assert groups is not None and len(groups) == 2
+    code = [machine.part_text(llmod, g, first=k == 0) for k, g in enumerate(groups)]
     defined = [re.findall(r'^define [^@]*@"([^"]+)"', p, re.M) for p in code]
     assert sorted(defined[0] + defined[1]) == sorted(re.findall(r'^define [^@]*@"([^"]+)"', text, re.M))
     assert not set(defined[0]) & set(defined[1])
@@ -100,9 +101,37 @@ def test_split_codegen_matches_one_module(rng, monkeypatch, tmp_path):
     assert constants[0] and not constants[1]     # defined by the first part, declared by the rest
     monkeypatch.setenv("SOLIR_CACHE_DIR", str(tmp_path))     # an empty cache: compiled now
     calls = []
-    monkeypatch.setattr(machine, "_in_children", lambda jobs, **kw: calls.append(
-        (len(jobs), bool(kw.get("asm")))) or _in_children(jobs, **kw))
+
+    def spy(texts, *a, **kw):
+        texts = list(texts)
+        calls.append((len(texts), kw.get("workers"), bool(kw.get("asm"))))
+        return _in_children(texts, *a, **kw)
+    monkeypatch.setattr(machine, "_in_children", spy)
     want = np.asarray(net(x))
     got = solir.jit(net)(x)
-    assert calls == [(2, True)]
+    workers = min(4, len(os.sched_getaffinity(0)))
+    if workers > 1:
+        [(parts, used, with_asm)] = calls
+        assert parts >= 2 and used == workers and with_asm
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def _tiny_function(name: str) -> str:
+    return (f'define float @"{name}"(float %x) {{\n  %y = fmul float %x, %x\n  ret float %y\n}}\n')
+
+
+def test_children_take_parts_in_turn_and_answer_in_order():
+    """More parts than workers: each child compiles several in turn; the results come back
+    in the order of the parts."""
+    texts = [_tiny_function(f"f{k}") for k in range(5)]
+    out = _in_children(iter(texts), get_target("host"), "asm", workers=2)
+    assert len(out) == 5
+    for k, asm in enumerate(out):
+        assert re.search(rf"^f{k}:", asm, re.M), asm[:300]
+
+
+def test_a_part_llvm_rejects_is_a_compile_error_not_a_crash():
+    texts = [_tiny_function("ok0"), "define float @bad(float %x) {\n  ret i32 0\n}\n",
+             _tiny_function("ok1"), _tiny_function("ok2")]
+    with pytest.raises(solir.CompileError, match="LLVM rejected"):
+        _in_children(iter(texts), get_target("host"), "obj", workers=2)

@@ -77,7 +77,8 @@ def specs_for(f: Func) -> tuple[list[TensorSpec], list[TensorSpec]]:
 
 
 def file_hash(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    with open(path, "rb") as f:     # in chunks: a model's library holds tens of MB of weights
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 _C_TYPES = {"f32": "float", "f64": "double", "f16": "uint16_t /* f16 */",

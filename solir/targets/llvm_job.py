@@ -5,16 +5,18 @@ child processes to compile parts of a large module at once (llvmlite serializes 
 within a process). A child imports llvmlite and nothing else: a tenth of a second, where
 importing solir (and numpy with it) took four times that, per child, on every cold compile.
 
-A job is the pickle of (IR text, spec, "obj" | "asm", vectorize) on stdin; the child writes
-the pickle of the object bytes or assembly text to stdout. `spec` is a plain dict (triple,
-cpu, features, llvm_options), so that unpickling needs no solir class."""
+A child takes jobs until its stdin closes: each is a frame (8-byte little-endian length, then
+a pickle) of (IR text, spec, "obj" | "asm", vectorize), and the child answers each with a
+frame of the object bytes or assembly text. `spec` is a plain dict (triple, cpu, features,
+llvm_options), so that unpickling needs no solir class. On IR LLVM rejects, the child says
+why on stderr and exits with status 2."""
 
 from __future__ import annotations
 
 import functools
 import pickle
 import sys
-from typing import Any
+from typing import Any, BinaryIO
 
 import llvmlite.binding as llvm
 
@@ -60,17 +62,38 @@ def emit(mod: llvm.ModuleRef, spec: dict[str, Any], asm: bool = False) -> bytes 
     return tm.emit_assembly(mod) if asm else tm.emit_object(mod)
 
 
+def write_frame(out: BinaryIO, obj: Any) -> None:
+    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    out.write(len(data).to_bytes(8, "little"))
+    out.write(data)
+    out.flush()
+
+
+def read_frame(inp: BinaryIO) -> Any:
+    """The next frame's object, or None at the end of the stream (or a cut-off frame)."""
+    head = inp.read(8)
+    if len(head) < 8:
+        return None
+    size = int.from_bytes(head, "little")
+    data = inp.read(size)
+    return pickle.loads(data) if len(data) == size else None
+
+
 def main() -> None:
-    text, spec, kind, vectorize = pickle.loads(sys.stdin.buffer.read())
     init()
-    for option in spec.get("llvm_options", ()):   # process-wide, hence only in a child
-        llvm.set_option("", option)
-    try:
-        mod = optimize(text, spec, vectorize)
-    except LLVMRejected as e:
-        sys.stderr.write(f"LLVM rejected the generated module: {e}\n")
-        sys.exit(2)
-    sys.stdout.buffer.write(pickle.dumps(emit(mod, spec, asm=kind != "obj")))
+    options_set = False
+    while (job := read_frame(sys.stdin.buffer)) is not None:
+        text, spec, kind, vectorize = job
+        if not options_set:
+            for option in spec.get("llvm_options", ()):   # process-wide, hence only in a child
+                llvm.set_option("", option)
+            options_set = True
+        try:
+            mod = optimize(text, spec, vectorize)
+        except LLVMRejected as e:
+            sys.stderr.write(f"LLVM rejected the generated module: {e}\n")
+            sys.exit(2)
+        write_frame(sys.stdout.buffer, emit(mod, spec, asm=kind != "obj"))
 
 
 if __name__ == "__main__":

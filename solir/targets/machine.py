@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterable
 import re
 
 import llvmlite.binding as llvm
@@ -68,99 +68,95 @@ def compile_objects(llmod: ir.Module, target: Target, parts: int = 0) -> list[by
     """Object code for a target this machine links, as several objects compiled at once in
     child processes (llvmlite serializes LLVM calls within a process): LLVM's optimizer and
     code generator are most of a large model's compile time. The module is cut into
-    independent modules (split_module), `parts` of them (0: one per core, at most 4), and
-    the weights' .incbin is assembled beside them by the system assembler (`cc -c`), which
-    writes tens of MB of data straight to disk; the linker joins them again."""
+    independent modules (split_parts), a few per worker so that the workers finish
+    together, and `parts` workers (0: one per core, at most 4) take them as this process
+    writes their IR text: the children start on the first parts while the rest are still
+    being printed. The weights' .incbin is assembled beside them by the system assembler
+    (`cc -c`), which writes tens of MB of data straight to disk; the linker joins them
+    again."""
     import os
     if not target.can_link_here or target.llvm_options:
         return [_codegen(llmod, target, "obj")]  # type: ignore[list-item]
-    n = parts or min(4, len(os.sched_getaffinity(0)))
-    text = module_text(llmod, with_asm=False)
+    workers = parts or min(4, len(os.sched_getaffinity(0)))
     asm = getattr(llmod, "solir_asm", [])
-    texts = split_module(text, n)
-    if len(texts) == 1:
-        whole = text + "\n" + _asm_lines(asm) if asm else text
-        return [_object(_optimized(_fix_attrs(whole, target), target), target)]  # type: ignore[list-item]
-    return _in_children([(t, target, "obj") for t in texts], asm=asm)
+    groups = split_parts(llmod, workers * PARTS_PER_WORKER) if workers > 1 else None
+    if groups is None:
+        return [_object(_optimized(_fix_attrs(module_text(llmod), target), target), target)]  # type: ignore[list-item]
+    texts = (part_text(llmod, g, first=k == 0) for k, g in enumerate(groups))
+    return _in_children(texts, target, "obj", workers=workers, asm=asm)
 
 
 def compile_object(llmod: ir.Module, target: Target) -> bytes:
     return _codegen(llmod, target, "obj")  # type: ignore[return-value]
 
 
+SPLIT_MIN_INSTRUCTIONS = 8000   # smaller modules compile as fast in one piece as in children
+PARTS_PER_WORKER = 3            # parts differ in cost per instruction: more parts, even finish
+_GLOBAL = re.compile(r'^(@"[^"]+") = internal (constant|global) (\[\d+ x i8\])')
+_EXTERNAL = re.compile(r'^@"?[^" ]+"? = external global ')
+
+
+def split_parts(llmod: ir.Module, parts: int) -> list[set[str]] | None:
+    """The module's defined functions in `parts` groups of about equal size (instructions),
+    kept together by kernel (a kernel's chunk function with its own helpers, named after
+    it; each shared `solir.` helper is a group of its own). None when there is too little
+    to share or a global part_text cannot declare."""
+    funcs = [f for f in llmod.functions if f.blocks]
+    sizes = {f.name: sum(len(bb.instructions) for bb in f.blocks) for f in funcs}
+    if parts < 2 or len(funcs) < 2 * parts or sum(sizes.values()) < SPLIT_MIN_INSTRUCTIONS:
+        return None
+    for g in llmod.global_values:
+        if not isinstance(g, ir.Function) and not (_GLOBAL.match(str(g)) or _EXTERNAL.match(str(g))):
+            return None
+    clusters: dict[str, list[str]] = {}
+    for f in funcs:
+        key = ".".join(f.name.split(".")[:2]) if not f.name.startswith("solir.") else f.name
+        clusters.setdefault(key, []).append(f.name)
+    load = [0] * parts
+    groups: list[set[str]] = [set() for _ in range(parts)]
+    for members in sorted(clusters.values(), key=lambda ms: -sum(sizes[n] for n in ms)):
+        p = load.index(min(load))
+        groups[p].update(members)
+        load[p] += sum(sizes[n] for n in members)
+    return [g for g in groups if g]
+
+
+def part_text(llmod: ir.Module, owned: set[str], first: bool) -> str:
+    """The IR text (without module asm) of a module that defines the functions in `owned`
+    and declares the rest. Internal functions become hidden (another part may call them);
+    the first part defines the global constants (hidden) and the others declare them."""
+    lines = ['; ModuleID = "%s"' % llmod.name, 'target triple = "%s"' % llmod.triple,
+             'target datalayout = "%s"' % llmod.data_layout, '']
+    lines += [t.get_declaration() for t in llmod.get_identified_types().values()]
+    for g in llmod.global_values:
+        if isinstance(g, ir.Function):
+            if not g.blocks:
+                lines.append(str(g))
+            elif g.name in owned:
+                lines.append(_define_hidden(str(g)))
+            else:
+                proto: list[str] = []
+                g.descr_prototype(proto)
+                lines.append("declare " + _define_hidden(proto[0].strip())[len("define "):])
+            continue
+        text = str(g)
+        m = _GLOBAL.match(text)
+        if m is None:                     # an external blob (split_parts allows nothing else)
+            lines.append(text.replace(" = external global ", " = external hidden global ", 1))
+        elif first:
+            lines.append(text.replace(" = internal ", " = hidden ", 1))
+        else:
+            lines.append(f"{m.group(1)} = external hidden {m.group(2)} {m.group(3)}")
+    lines += llmod._get_metadata_lines()
+    return "\n".join(lines)
+
+
 _DEFINE = re.compile(r'^define (internal )?(.*?)@"([^"]+)"(\(.*)$', re.S)
 
 
-SPLIT_MIN_LINES = 10000      # smaller modules compile as fast in one piece as in children
-_GLOBAL = re.compile(r'^(@"[^"]+") = internal (constant|global) (\[\d+ x i8\])')
-
-
-def split_module(text: str, parts: int) -> list[str]:
-    """The IR text of a module (without module asm) as `parts` modules of about equal size.
-    Functions are kept together by kernel (a kernel's chunk function with its own helpers,
-    named after it); internal functions become hidden, each part declares those it calls
-    from the others; the first part defines the global constants (hidden) and the others
-    declare them. [text] when there is too little to share."""
-    lines = text.split("\n")
-    head: list[str] = []
-    globals_: list[str] = []
-    funcs: list[tuple[str, str, list[str]]] = []      # (name, header, body lines)
-    tail: list[str] = []                               # declares
-    i = 0
-    while i < len(lines):
-        line = lines[i]
-        if line.startswith("define "):
-            j = lines.index("}", i)
-            m = _DEFINE.match(line)
-            if m is None:
-                return [text]
-            funcs.append((m.group(3), line, lines[i:j + 1]))
-            i = j + 1
-            continue
-        if line.startswith("module asm"):
-            return [text]                      # module asm goes to the assembler, not here
-        if line.startswith("@"):
-            globals_.append(line)
-        elif line.startswith("declare "):
-            tail.append(line)
-        else:
-            head.append(line)
-        i += 1
-    if parts < 2 or len(funcs) < 2 * parts or len(lines) < SPLIT_MIN_LINES:
-        return [text]
-    clusters: dict[str, list[int]] = {}
-    for k, (name, _, _) in enumerate(funcs):
-        key = ".".join(name.split(".")[:2]) if not name.startswith("solir.") else name
-        clusters.setdefault(key, []).append(k)
-    load = [0] * parts
-    owner = [0] * len(funcs)
-    for members in sorted(clusters.values(), key=lambda ms: -sum(len(funcs[k][2]) for k in ms)):
-        p = load.index(min(load))
-        for k in members:
-            owner[k] = p
-            load[p] += len(funcs[k][2])
-    declared = []
-    for g in globals_:
-        if " external " in g:
-            declared.append(g)
-            continue
-        m = _GLOBAL.match(g)                   # @"x" = internal constant [n x i8] c"..."
-        if m is None:
-            return [text]
-        declared.append(f"{m.group(1)} = external hidden {m.group(2)} {m.group(3)}")
-    defined = [g.replace(" = internal ", " = hidden ", 1) for g in globals_]
-    out = []
-    for p in range(parts):
-        body = head + (defined if p == 0 else declared)
-        for k, (name, header, flines) in enumerate(funcs):
-            hidden = _DEFINE.sub(lambda m: f'define {"hidden " if m.group(1) else ""}{m.group(2)}'
-                                           f'@"{m.group(3)}"{m.group(4)}', header, count=1)
-            if owner[k] == p:
-                body += [hidden] + flines[1:]
-            else:
-                body.append("declare " + hidden[len("define "):])
-        out.append("\n".join(body + tail))
-    return out
+def _define_hidden(text: str) -> str:
+    return _DEFINE.sub(lambda m: f'define {"hidden " if m.group(1) else ""}{m.group(2)}'
+                                 f'@"{m.group(3)}"{m.group(4)}', text, count=1)
 
 
 def _assemble(asm: list[str]) -> bytes:
@@ -200,37 +196,86 @@ def _object(mod: llvm.ModuleRef, target: Target, asm: bool = False) -> bytes | s
 
 
 def _codegen_isolated(llmod: ir.Module, target: Target, kind: str) -> bytes | str:
-    return _in_children([(module_text(llmod), target, kind)], vectorize=False)[0]
+    return _in_children([module_text(llmod)], target, kind, vectorize=False)[0]
 
 
-def _in_children(jobs: list[tuple[str, Target, str]], vectorize: bool = True,
-                 asm: list[str] | None = None) -> list[Any]:
-    """Each (IR text, target, "obj" | "asm") compiled by a child process of its own, all at
-    once: a backend that aborts takes only its child down, and children run in parallel.
-    With `asm` (module asm chunks), one more object, by the system assembler, comes last."""
-    import pickle
+def _in_children(texts: Iterable[str], target: Target, kind: str, workers: int = 1,
+                 vectorize: bool = True, asm: list[str] | None = None) -> list[Any]:
+    """Each IR text compiled ("obj" | "asm") by one of `workers` child processes, which
+    take the texts in turn as `texts` yields them (llvm_job's framed protocol): a backend
+    that aborts takes only its child down, and children run in parallel. The results come
+    in the order of `texts`; with `asm` (module asm chunks), one more object, by the system
+    assembler, comes last."""
+    import queue
     import subprocess
     import sys
+    import tempfile
     from concurrent.futures import ThreadPoolExecutor
 
-    def run(job: tuple[str, Target, str]) -> Any:
-        text, target, kind = job
-        proc = subprocess.run([sys.executable, llvm_job.__file__],
-                              input=pickle.dumps((_fix_attrs(text, target), _spec(target), kind,
-                                                  vectorize)), capture_output=True, timeout=600)
-        if proc.returncode != 0:
-            target = job[1]
-            err = proc.stderr.decode(errors="replace").strip().splitlines()
-            detail = "; ".join(line for line in err[-6:] if line.strip())[:1500]
-            raise CompileError(f"LLVM's {target.arch} backend failed on target '{target.name}': "
-                               f"{detail}", fix="this is a solir or LLVM bug; other targets are "
-                               "unaffected")
-        return pickle.loads(proc.stdout)
-    if len(jobs) == 1 and not asm:
-        return [run(jobs[0])]
-    with ThreadPoolExecutor(len(jobs) + 1) as pool:  # threads wait; the children work
+    jobs: queue.Queue[tuple[int, str] | None] = queue.Queue()
+    results: dict[int, Any] = {}
+    spec = _spec(target)
+
+    def work() -> None:
+        # stderr to a file: a pipe nobody reads while the child works could fill and block it
+        err = tempfile.TemporaryFile()
+        child = subprocess.Popen([sys.executable, llvm_job.__file__], stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, stderr=err)
+        assert child.stdin is not None and child.stdout is not None
+        try:
+            while (job := jobs.get()) is not None:
+                k, text = job
+                llvm_job.write_frame(child.stdin, (_fix_attrs(text, target), spec, kind, vectorize))
+                reply = llvm_job.read_frame(child.stdout)
+                if reply is None:
+                    _child_failed(child, err, target)
+                results[k] = reply
+        except (BrokenPipeError, OSError):
+            _child_failed(child, err, target)
+        finally:
+            for _ in range(workers):      # a failed worker lets the others stop too
+                jobs.put(None)
+            _close(child)
+            err.close()
+
+    with ThreadPoolExecutor(workers + 1) as pool:   # threads wait; the children work
         data = pool.submit(_assemble, asm) if asm else None
-        return list(pool.map(run, jobs)) + ([data.result()] if data is not None else [])
+        running = [pool.submit(work) for _ in range(workers)]
+        n = 0
+        for n, text in enumerate(texts, 1):       # printed here while the children compile
+            jobs.put((n - 1, text))
+            if any(r.done() for r in running):     # a child failed: stop feeding it
+                break
+        for _ in range(workers):
+            jobs.put(None)
+        for r in running:
+            r.result()
+        if len(results) != n:
+            raise CompileError(f"LLVM's {target.arch} backend stopped before compiling every part "
+                               f"of the module on target '{target.name}'")
+        out = [results[k] for k in range(n)]
+        return out + ([data.result()] if data is not None else [])
+
+
+def _close(child: Any) -> None:
+    try:
+        child.stdin.close()
+    except OSError:
+        pass
+    child.wait()
+
+
+def _child_failed(child: Any, stderr: Any, target: Target) -> None:
+    _close(child)
+    stderr.seek(0)
+    err = stderr.read().decode(errors="replace").strip().splitlines()
+    detail = "; ".join(line for line in err[-6:] if line.strip())[:1500]
+    if child.returncode == 2 and detail.startswith("LLVM rejected"):
+        raise CompileError(detail, fix="this is a solir bug; please report it with "
+                                       "`solir show --stage llvm`")
+    raise CompileError(f"LLVM's {target.arch} backend failed on target '{target.name}': "
+                       f"{detail or f'exit status {child.returncode}'}",
+                       fix="this is a solir or LLVM bug; other targets are unaffected")
 
 
 def optimized_ir(llmod: ir.Module, target: Target) -> str:

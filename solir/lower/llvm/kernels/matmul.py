@@ -118,11 +118,27 @@ class _MatmulEmitter:
             self.image = tuple(B.type.shape[1:])
             self.b_bs = 0 if B.type.shape[0] == 1 else int(np.prod(self.image))
         self.b_ps, self.b_js = (1, K) if self.tb else (N, 1)
-        # shared helpers are solir.mm.*; a matmul with an epilogue has its own tile function
-        # and full-tile microkernel (the epilogue is compiled into them)
-        self.prefix = f"{name}.mm." if self.epi else "solir.mm."
+        # shared helpers are solir.mm.*; a matmul with an epilogue runs a tile function and a
+        # full-tile microkernel with the epilogue compiled in, shared by every matmul of the
+        # module with the same epilogue (its ops, which operands are read along the columns),
+        # blocking and dtype: a ResNet's twenty convolutions have three. An operand's row
+        # stride is an argument.
+        what = name.split(".", 2)[-1]          # the fused ops, as in the kernel's name
+        self.prefix = f"solir.mm.{what}.{self._epilogue_tag()}." if self.epi else "solir.mm."
         self.mcp = -(-self.mc // self.mr) * self.mr       # blocks padded to whole panels
         self.ncp = -(-self.nc // self.nr) * self.nr
+
+    def _epilogue_tag(self) -> str:
+        import hashlib
+        from solir.ir.printer import Namer, Printer
+        assert self.epi is not None
+        p, namer = Printer(), Namer()
+        for k, a in enumerate(self.epi.args):   # named by position, not by the source's names
+            namer.names[a] = f"a{k}"
+        p.block_ops(self.epi, namer, 0)
+        key = "\n".join(p.lines) + repr((tuple(cn for _, _, cn, _ in self.epi_coeffs),
+                                          self.K > self.kc, self.mr, self.nr, str(self.dtype)))
+        return hashlib.sha1(key.encode()).hexdigest()[:10]
 
     def direct_a(self) -> bool:
         """Read A in place instead of packing it: when its rows are contiguous along k and all
@@ -153,9 +169,10 @@ class _MatmulEmitter:
         `height` < mr: only the first `height` rows of the MR-row panel, for the last rows
         (a 49-row product's last tile has one). `epilogue`: the last K block's full tile,
         micro.epi(..., ptr operand_0, ...) storing epilogue(C + tile) (C + only when K is
-        split into blocks), each operand pointer at the tile's first row and column."""
+        split into blocks), each operand pointer at the tile's first row and column, then
+        each operand's row stride."""
         extra = [I64, I64] if direct else []
-        epi = [PTR] * len(self.epi_coeffs) if epilogue else []
+        epi = [PTR] * len(self.epi_coeffs) + [I64] * len(self.epi_coeffs) if epilogue else []
         fty = ir.FunctionType(ir.VoidType(), [I64, PTR, PTR, PTR, I64, I1] + extra + epi)
         tag = "f64" if self.size == 8 else "f32"
         nv = self.nv if vectors is None else vectors
@@ -215,8 +232,9 @@ class _MatmulEmitter:
 
         # write back: C (+)= acc; the last K block's through the epilogue
         if epilogue:
-            ptrs = list(fn.args[len(fn.args) - len(epi):])
-            self._store_tile(b, c, ldc, acc, nv, add=self.K > self.kc, epi_ptrs=ptrs)
+            n = len(self.epi_coeffs)
+            ptrs, rows = list(fn.args[len(fn.args) - 2 * n:]), list(fn.args[len(fn.args) - n:])
+            self._store_tile(b, c, ldc, acc, nv, add=self.K > self.kc, epi=(ptrs[:n], rows))
         else:
             with b.if_else(accumulate) as (then, otherwise):
                 with then:
@@ -227,7 +245,8 @@ class _MatmulEmitter:
         return fn
 
     def _store_tile(self, b: ir.IRBuilder, c: ir.Value, ldc: ir.Value, acc: list[ir.Value],
-                    nv: int, add: bool, epi_ptrs: list[ir.Value] | None = None) -> None:
+                    nv: int, add: bool,
+                    epi: tuple[list[ir.Value], list[ir.Value]] | None = None) -> None:
         e = ElementEmitter(self.llmod, b, self.lanes)
         for i in range(len(acc) // nv):
             row = b.mul(const64(i), ldc)
@@ -237,19 +256,19 @@ class _MatmulEmitter:
                 if add:
                     old = b.load(ptr, typ=self.vty, align=self.size)
                     val = b.fadd(old, val)
-                if epi_ptrs is not None:
-                    val = self.epilogue(e, val, epi_ptrs, const64(i), const64(v * self.lanes))
+                if epi is not None:
+                    val = self.epilogue(e, val, epi, const64(i), const64(v * self.lanes))
                 b.store(val, ptr, align=self.size)
 
-    def epilogue(self, e: ElementEmitter, val: ir.Value, ptrs: list[ir.Value], i: ir.Value,
-                 j: ir.Value) -> ir.Value:
+    def epilogue(self, e: ElementEmitter, val: ir.Value,
+                 epi: tuple[list[ir.Value], list[ir.Value]], i: ir.Value, j: ir.Value) -> ir.Value:
         """The epilogue region on C's element(s) at row i, column j (of the tile whose
-        operand pointers are `ptrs`): `e.lanes` consecutive columns at once."""
+        operand pointers and row strides are `epi`): `e.lanes` consecutive columns at once."""
         b = e.b
         assert self.epi is not None
         args = [val]
-        for ptr, (_, cm, cn, _) in zip(ptrs, self.epi_coeffs):
-            off = b.add(b.mul(i, const64(cm)), b.mul(j, const64(cn)))
+        for ptr, cm, (_, _, cn, _) in zip(*epi, self.epi_coeffs):
+            off = b.add(b.mul(i, cm), b.mul(j, const64(cn)))
             addr = self.gep(b, ptr, off)
             if cn and e.lanes > 1:
                 args.append(b.load(addr, typ=ir.VectorType(self.ety, e.lanes), align=self.size))
@@ -573,7 +592,8 @@ class _MatmulEmitter:
 
     def epilogue_block_fn(self, direct: bool) -> ir.Function:
         """block.epi(... as block ..., ctx): the last K block of a matmul with an epilogue,
-        every tile through tile_fn; ctx holds the epilogue operands' pointers at the block."""
+        every tile through tile_fn; ctx holds the epilogue operands' pointers at the block,
+        then their row strides."""
         name = f"{self.prefix}block{'.da' if direct else ''}"
         if name in self.llmod.globals:
             return self.llmod.globals[name]
@@ -625,7 +645,7 @@ class _MatmulEmitter:
     def tile_fn(self, direct: bool) -> ir.Function:
         """tile(k, ap, bp, c, ldc, accumulate, lda, hm, wn, ctile, ctx, i, j): one tile of the
         last K block of a matmul with an epilogue; ctx holds its operands' pointers at the
-        block, (i, j) is the tile's place in it. A full tile runs the epilogue microkernel;
+        block, then their row strides; (i, j) is the tile's place in the block. A full tile runs the epilogue microkernel;
         an edge tile the narrowest shared one into the scratch tile, copied out through the
         epilogue."""
         fty = ir.FunctionType(ir.VoidType(), [I64, PTR, PTR, PTR, I64, I1, I64, I64, I64, PTR,
@@ -638,17 +658,21 @@ class _MatmulEmitter:
         fn.attributes.add("noinline")
         k, ap, bp, c, ldc, accumulate, lda, hm, wn, ctile, ctx, i, j = fn.args
         b = ir.IRBuilder(fn.append_basic_block("entry"))
-        ptrs = []
-        for n, (_, cm, cn, _) in enumerate(self.epi_coeffs):
+        ptrs, rows = [], []
+        n_epi = len(self.epi_coeffs)
+        for n, (_, _, cn, _) in enumerate(self.epi_coeffs):
             base = b.load(b.gep(ctx, [const64(n)], source_etype=PTR, inbounds=True), typ=PTR)
-            ptrs.append(self.gep(b, base, b.add(b.mul(i, const64(cm)), b.mul(j, const64(cn)))))
+            cm = b.ptrtoint(b.load(b.gep(ctx, [const64(n_epi + n)], source_etype=PTR,
+                                         inbounds=True), typ=PTR), I64)
+            ptrs.append(self.gep(b, base, b.add(b.mul(i, cm), b.mul(j, const64(cn)))))
+            rows.append(cm)
         more = [lda, hm] if direct else []
         full = b.and_(b.icmp_signed("==", hm, const64(self.mr)),
                       b.icmp_signed("==", wn, const64(self.nr)))
         with b.if_else(full) as (then, otherwise):
             with then:
                 b.call(self.microkernel(direct, epilogue=True),
-                       [k, ap, bp, c, ldc, accumulate] + more + ptrs)
+                       [k, ap, bp, c, ldc, accumulate] + more + ptrs + rows)
             with otherwise:
                 head = [k, ap, bp, ctile, const64(self.nr), ir.Constant(I1, 0)]
 
@@ -662,7 +686,7 @@ class _MatmulEmitter:
                         with o:
                             cascade(v + 1)
                 cascade(1)
-                self._copy_edge(b, ctile, c, ldc, hm, wn, accumulate, ptrs)
+                self._copy_edge(b, ctile, c, ldc, hm, wn, accumulate, (ptrs, rows))
         b.ret_void()
         return fn
 
@@ -715,18 +739,18 @@ class _MatmulEmitter:
 
     def _copy_edge(self, b: ir.IRBuilder, tile: ir.Value, cptr: ir.Value, ldc: ir.Value,
                    hm: ir.Value, wn: ir.Value, accumulate: ir.Value,
-                   ptrs: list[ir.Value] | None) -> None:
+                   epi: tuple[list[ir.Value], list[ir.Value]] | None) -> None:
         """C (+)= the scratch tile's valid part; C = epilogue(C (+) tile) given the epilogue
-        operands' pointers at the tile (the last K block)."""
+        operands' pointers at the tile and their row strides (the last K block)."""
         e1 = ElementEmitter(self.llmod, b, 1)
         with for_range(b, const64(0), hm, 1, name="ei") as i:
-            with for_range(b, const64(0), wn, 1, name="ej", vectorize=ptrs is None) as j:
+            with for_range(b, const64(0), wn, 1, name="ej", vectorize=epi is None) as j:
                 t = b.load(self.gep(b, tile, b.add(b.mul(i, const64(self.nr)), j)), typ=self.ety)
                 dst = self.gep(b, cptr, b.add(b.mul(i, ldc), j))
                 old = b.load(dst, typ=self.ety)
                 val = b.select(accumulate, b.fadd(old, t), t)
-                if ptrs is not None:
-                    val = self.epilogue(e1, val, ptrs, i, j)
+                if epi is not None:
+                    val = self.epilogue(e1, val, epi, i, j)
                 b.store(val, dst)
 
     # -- the driver (one per matmul: its sizes and strides as constants) ---------------------------
@@ -745,8 +769,11 @@ class _MatmulEmitter:
         bp = scratch(self.llmod, b, self.scratch_elems() * self.size)
         apk = self.gep(b, bp, const64(self.kc * self.ncp))
         ctile = self.gep(b, bp, const64(self.kc * self.ncp + self.mcp * self.kc))
-        n_epi = max(1, len(self.epi_coeffs))
-        ctx = b.alloca(PTR, size=ir.Constant(ir.IntType(32), n_epi), name="ctx")
+        n_epi = len(self.epi_coeffs)
+        ctx = b.alloca(PTR, size=ir.Constant(ir.IntType(32), max(1, 2 * n_epi)), name="ctx")
+        for n, (_, cm, _, _) in enumerate(self.epi_coeffs):     # the operands' row strides
+            b.store(b.inttoptr(const64(cm), PTR),
+                    b.gep(ctx, [const64(n_epi + n)], source_etype=PTR, inbounds=True))
         M, N, K, mc, nc, kc = self.M, self.N, self.K, self.mc, self.nc, self.kc
         mb, nb = -(-M // mc), -(-N // nc)
         ng = -(-mb // self.mg)                    # row groups
