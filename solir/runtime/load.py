@@ -61,7 +61,7 @@ class _OutputPool:
 
     def array(self, shape: tuple[int, ...], dtype: Any, nbytes: int) -> np.ndarray:
         if nbytes < self.min_bytes:            # small arrays: numpy's allocator is as good
-            return np.empty(shape, dtype)
+            return _aligned_empty(shape, dtype, nbytes)
         size = (nbytes + 4095) // 4096 * 4096
         with self.lock:
             blocks = self.free.get(size)
@@ -89,6 +89,21 @@ class _OutputPool:
 
 
 _outputs = _OutputPool()
+
+ALIGN_MIN_BYTES = 4 << 20       # below, what alignment saves is not much more than it costs (~4 us)
+_ffi = cffi.FFI()
+
+
+def _aligned_empty(shape: tuple[int, ...], dtype: Any, nbytes: int) -> np.ndarray:
+    """np.empty on a 64-byte boundary. numpy's large arrays start at any multiple of 16
+    bytes, so every other 32-byte store may straddle two cache lines, and kernels that
+    stream their output (softmax's non-temporal stores, which need aligned rows) fall back
+    to plain stores that read each line first."""
+    if nbytes < ALIGN_MIN_BYTES:
+        return np.empty(shape, dtype)
+    raw = np.empty(nbytes + 64, np.uint8)
+    start = -int(_ffi.cast("uintptr_t", _ffi.from_buffer(raw))) % 64
+    return np.ndarray(shape, dtype, buffer=raw, offset=start)
 
 
 def default_num_threads() -> int:

@@ -43,6 +43,9 @@ I1 = ir.IntType(1)
 SCRATCH = "solir_scratch"
 
 
+PACK_B_AHEAD = 4     # rows of B prefetched ahead while packing it (_pack_b_rows)
+
+
 def scratch(llmod: ir.Module, b: ir.IRBuilder, nbytes: int) -> ir.Value:
     """The calling thread's scratch memory from the runtime (solir_scratch), `nbytes` long."""
     fn = llmod.globals.get(SCRATCH) or ir.Function(llmod, ir.FunctionType(PTR, [I64]), SCRATCH)
@@ -340,8 +343,14 @@ class _MatmulEmitter:
         e = ElementEmitter(self.llmod, b, self.lanes)
         with for_range(b, const64(0), kcur, 1, name="pbp") as p:
             row = b.mul(p, s_k)
+            # B's rows come from L3 (weights passed as arguments, read once per call), and
+            # the stores to NC / NR panels in turn keep the prefetchers from seeing the
+            # stream: ask for each line PACK_B_AHEAD rows early (a hint: past the end of B
+            # it fetches nothing and cannot fault)
+            later = b.mul(b.add(p, const64(PACK_B_AHEAD)), s_k)
             with for_range(b, const64(0), full_end, nr, name="pbj") as jr:
                 dst = b.add(b.mul(jr, kcur), b.mul(p, const64(nr)))
+                e.prefetch(self.gep(b, src, b.add(later, jr)))
                 for v in range(self.nv):
                     x = b.load(self.gep(b, src, b.add(b.add(row, jr), const64(v * self.lanes))),
                                typ=self.vty, align=self.size)
