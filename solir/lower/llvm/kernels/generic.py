@@ -403,6 +403,8 @@ class _GenericEmitter:
         row_ok, row = self._checked_index(v.type.shape[:-1], rest)
         width, c = v.type.shape[-1], last.coeffs[self.vdim]
         x0 = self._offset(list(last.coeffs), last.const)           # lane 0's last index
+        if c > 1:
+            return self._load_padded_lanes(e, k, lanes, row_ok, row, x0, name)
         span = c * lanes
         wide = ElementEmitter(self.llmod, b, span)
         pos = b.add(wide.splat(x0), ir.Constant(ir.VectorType(I64, span), list(range(span))))
@@ -424,6 +426,28 @@ class _GenericEmitter:
             lane_ok = b.shuffle_vector(mask, mask, every_c) if c > 1 else mask
             x = b.select(lane_ok, x, e.const(dt, padv))
         return x
+
+    def _load_padded_lanes(self, e: ElementEmitter, k: int, lanes: int, row_ok: ir.Value,
+                           row: ir.Value, x0: ir.Value, name: str) -> ir.Value:
+        """A padded read stepping by c > 1 along the lanes, one checked scalar load per lane
+        (each from index 0 of the row where it is outside). Not one masked load of c * lanes
+        elements and a shuffle: LLVM 22's x86 lowering of that pair loaded a lane whose mask
+        was off (a stride-3 depthwise pad then read the next row's values)."""
+        b = self.b
+        v, pad = self.op.operands[k], self.pads[k]
+        dt = v.type.dtype
+        width, c = v.type.shape[-1], self.maps[k].exprs[-1].coeffs[self.vdim]
+        e1 = ElementEmitter(self.llmod, b, 1)
+        padv = e1.const(dt, pad if pad is not None else 0)
+        base = b.mul(row, const64(width))
+        out = ir.Constant(ir.VectorType(scalar_type(dt), lanes), ir.Undefined)
+        for lane in range(lanes):
+            pos = b.add(x0, const64(lane * c))
+            ok = b.and_(row_ok, b.and_(b.icmp_signed(">=", pos, const64(0)),
+                                       b.icmp_signed("<", pos, const64(width))))
+            x = self.load(e1, k, dt, b.add(base, b.select(ok, pos, const64(0))), 1, 0, name)
+            out = b.insert_element(out, b.select(ok, x, padv), ir.Constant(ir.IntType(32), lane))
+        return out
 
     def load(self, e: ElementEmitter, k: int, dt: DType, off: ir.Value, lanes: int, step: int,
              name: str) -> ir.Value:
