@@ -69,13 +69,14 @@ def transform_weights(g: np.ndarray, m: int) -> np.ndarray:
     """OIHW 3x3 kernel [K, C, 3, 3] -> U [t^2, K, C]."""
     _, G, _ = MATRICES[m]
     t = m + 2
-    # in the weights' own precision, as contractions in turn (optimize=True): a float64
-    # einsum over all four loops at once was a tenth of ResNet-18's compile time, for a
-    # difference of an ulp or so
+    k, c = g.shape[:2]
+    # one product in the weights' own precision: U[a t + b, kc] = sum_ij G[a,i] G[b,j]
+    # g[kc, ij], (G kron G) @ g^T, which BLAS writes straight into U's layout (an einsum
+    # and the copy of its transposed result were a tenth of ResNet-18's compile time)
     work = np.float64 if g.dtype == np.float64 else np.float32
-    G = G.astype(work)
-    u = np.einsum("ai,kcij,bj->abkc", G, g.astype(work, copy=False), G, optimize=True)
-    return u.reshape(t * t, g.shape[0], g.shape[1])
+    gg = np.kron(G.astype(np.float64), G.astype(np.float64)).astype(work)
+    u = gg @ g.reshape(k * c, 9).astype(work, copy=False).T
+    return u.reshape(t * t, k, c)
 
 
 def _input_ref(attrs: dict[str, Any], x: np.ndarray) -> np.ndarray:
