@@ -134,13 +134,16 @@ def _solir_onnx(w: Any, args: tuple, row: dict[str, Any]) -> tuple:
     ordered = [feed[i.name] for i in model.graph.input if i.name in feed]
     with tempfile.TemporaryDirectory() as cache:
         os.environ["SOLIR_CACHE_DIR"] = cache
+        # compiled (or loaded) without running, as the jax path's .compile(): the first
+        # inference is not part of either figure
         t = time.perf_counter()
-        got = solir.onnx.prepare(model).run(ordered)
+        solir.onnx.prepare(model).compile(ordered)
         row["compile_s"] = time.perf_counter() - t
         t = time.perf_counter()
         rep = solir.onnx.prepare(model)
-        got = rep.run(ordered)
+        rep.compile(ordered)
         row["cached_s"] = time.perf_counter() - t
+        got = rep.run(ordered)
     return (lambda: rep.run(ordered)), got
 
 

@@ -64,6 +64,17 @@ class SolirRep(BackendRep):
         return compile_module(module, self.target, self.options, self.num_threads)
 
     def run(self, inputs: Any, **kwargs: Any) -> tuple[np.ndarray, ...]:
+        arrays = self._arrays(inputs)
+        compiled = self._compiled_for(arrays)
+        args = [a for n, a in zip(self.input_names, arrays) if n not in self.folded]
+        return tuple(compiled(*args))
+
+    def compile(self, inputs: Any) -> None:
+        """Compile for these inputs' shapes (or load the compiled model from the cache)
+        without running it: what `run` does first for shapes it has not seen."""
+        self._compiled_for(self._arrays(inputs))
+
+    def _arrays(self, inputs: Any) -> list[np.ndarray]:
         if isinstance(inputs, dict):
             missing = [n for n in self.input_names if n not in inputs]
             if missing:
@@ -78,15 +89,16 @@ class SolirRep(BackendRep):
         for name, kind in self.non_tensor:
             raise UnsupportedOpError(f"graph input '{name}' of {self.where} is a {kind}, not a "
                                      "tensor (sequences, maps and optionals are not supported)")
-        arrays = [np.asarray(x) for x in inputs]
+        return [np.asarray(x) for x in inputs]
+
+    def _compiled_for(self, arrays: list[np.ndarray]) -> Any:
         key = self._key(arrays)
         compiled = self._compiled.get(key)
         if compiled is None:
             compiled = self._compile(arrays)
             key = self._key(arrays)          # compiling may have found shape-deciding inputs
             self._compiled[key] = compiled
-        args = [a for n, a in zip(self.input_names, arrays) if n not in self.folded]
-        return tuple(compiled(*args))
+        return compiled
 
 
 class SolirBackend(Backend):

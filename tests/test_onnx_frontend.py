@@ -179,3 +179,21 @@ def test_max_pool_indices_match_onnxruntime(rng, attrs):
     got, want = sonnx.prepare(m).run([x]), ort_run(m, x)
     np.testing.assert_array_equal(got[0], want[0])
     np.testing.assert_array_equal(got[1], want[1])
+
+
+def test_compile_ahead_then_run_reuses_it(rng, monkeypatch):
+    """rep.compile(inputs) compiles (or loads) for their shapes without running; run then
+    reuses it, and a new shape compiles again. Bad inputs are refused as run refuses them."""
+    m = model([oh.make_node("Relu", ["x"], ["y"])], [vi("x", ["n", 4])], [vi("y", None)])
+    rep = sonnx.prepare(m)
+    calls = []
+    real = rep._compile
+    monkeypatch.setattr(rep, "_compile", lambda arrays: calls.append(arrays[0].shape) or real(arrays))
+    x = rng.standard_normal((3, 4)).astype(np.float32)
+    assert rep.compile([x]) is None and calls == [(3, 4)]
+    np.testing.assert_array_equal(rep.run([x])[0], np.maximum(x, 0))
+    assert calls == [(3, 4)]
+    rep.run({"x": x[:2]})
+    assert calls == [(3, 4), (2, 4)]
+    with pytest.raises(solir.ArgumentError, match="takes 1 inputs"):
+        rep.compile([x, x])
