@@ -135,3 +135,41 @@ def test_a_part_llvm_rejects_is_a_compile_error_not_a_crash():
              _tiny_function("ok1"), _tiny_function("ok2")]
     with pytest.raises(solir.CompileError, match="LLVM rejected"):
         _in_children(iter(texts), get_target("host"), "obj", workers=2)
+
+
+def test_a_hung_child_is_killed_and_reported(tmp_path, monkeypatch):
+    """A child still working after CHILD_TIMEOUT_S is killed: a CompileError that says so,
+    not a compile that never returns."""
+    import types
+    hang = tmp_path / "hang.py"
+    hang.write_text("import time\ntime.sleep(60)\n")
+    job = machine.llvm_job
+    monkeypatch.setattr(machine, "llvm_job", types.SimpleNamespace(
+        __file__=str(hang), write_frame=job.write_frame, read_frame=job.read_frame))
+    monkeypatch.setattr(machine, "CHILD_TIMEOUT_S", 1)
+    with pytest.raises(solir.CompileError, match="killed after 1 s"):
+        _in_children(iter([_tiny_function("f")]), get_target("host"), "obj")
+
+
+def test_matmuls_with_the_same_epilogue_share_one_microkernel(rng):
+    """Two layers whose epilogues differ only in their operands (bias + ReLU, other sizes and
+    row strides) run one epilogue microkernel, named by the epilogue's structure; a third
+    with another epilogue (bias + tanh) has its own. Results agree with numpy."""
+    import jax.numpy as jnp
+    def layer(k, n):                                 # scaled so activations stay O(1)
+        return ((rng.standard_normal((k, n)) / np.sqrt(k)).astype(np.float32),
+                rng.standard_normal(n).astype(np.float32))
+    x = rng.standard_normal((64, 300)).astype(np.float32)
+    (w1, b1), (w2, b2), (w3, b3) = layer(300, 256), layer(256, 128), layer(128, 64)
+
+    def mlp(x, w1, b1, w2, b2, w3, b3):
+        h = jnp.maximum(x @ w1 + b1, 0)
+        h = jnp.maximum(h @ w2 + b2, 0)
+        return jnp.tanh(h @ w3 + b3)
+    args = (x, w1, b1, w2, b2, w3, b3)
+    lowered = solir.jit(mlp, options=solir.Options(epilogue_bytes=0)).lower(*args)  # fuse all
+    llvm_text = lowered.as_text("llvm")
+    micros = set(re.findall(r'^define [^@]*@"(solir\.mm\.matmul[^"]*\.micro6x16[^"]*)"', llvm_text, re.M))
+    assert len(micros) == 2, micros             # one for both ReLU layers, one for the tanh
+    h = np.maximum(np.maximum(x @ w1 + b1, 0) @ w2 + b2, 0)
+    np.testing.assert_allclose(lowered.compile()(*args), np.tanh(h @ w3 + b3), rtol=1e-4, atol=1e-4)

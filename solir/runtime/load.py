@@ -90,8 +90,7 @@ class _OutputPool:
 
 _outputs = _OutputPool()
 
-ALIGN_MIN_BYTES = 4 << 20       # below, what alignment saves is not much more than it costs (~4 us)
-_ffi = cffi.FFI()
+ALIGN_MIN_BYTES = 4 << 20       # below, what alignment saves is not much more than it costs
 
 
 def _aligned_empty(shape: tuple[int, ...], dtype: Any, nbytes: int) -> np.ndarray:
@@ -102,7 +101,8 @@ def _aligned_empty(shape: tuple[int, ...], dtype: Any, nbytes: int) -> np.ndarra
     if nbytes < ALIGN_MIN_BYTES:
         return np.empty(shape, dtype)
     raw = np.empty(nbytes + 64, np.uint8)
-    start = -int(_ffi.cast("uintptr_t", _ffi.from_buffer(raw))) % 64
+    ffi = _outputs.ffi
+    start = -int(ffi.cast("uintptr_t", ffi.from_buffer(raw))) % 64
     return np.ndarray(shape, dtype, buffer=raw, offset=start)
 
 

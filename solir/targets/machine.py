@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any, Iterable
+import contextlib
 import re
 
 import llvmlite.binding as llvm
@@ -210,6 +211,7 @@ def _in_children(texts: Iterable[str], target: Target, kind: str, workers: int =
     import subprocess
     import sys
     import tempfile
+    import threading
     from concurrent.futures import ThreadPoolExecutor
 
     jobs: queue.Queue[tuple[int, str] | None] = queue.Queue()
@@ -225,8 +227,14 @@ def _in_children(texts: Iterable[str], target: Target, kind: str, workers: int =
         try:
             while (job := jobs.get()) is not None:
                 k, text = job
-                llvm_job.write_frame(child.stdin, (_fix_attrs(text, target), spec, kind, vectorize))
-                reply = llvm_job.read_frame(child.stdout)
+                watchdog = threading.Timer(CHILD_TIMEOUT_S, child.kill)   # a hung backend
+                watchdog.start()
+                try:
+                    llvm_job.write_frame(child.stdin, (_fix_attrs(text, target), spec, kind,
+                                                       vectorize))
+                    reply = llvm_job.read_frame(child.stdout)
+                finally:
+                    watchdog.cancel()
                 if reply is None:
                     _child_failed(child, err, target)
                 results[k] = reply
@@ -257,11 +265,12 @@ def _in_children(texts: Iterable[str], target: Target, kind: str, workers: int =
         return out + ([data.result()] if data is not None else [])
 
 
+CHILD_TIMEOUT_S = 600           # per part: a child still at it after this is killed
+
+
 def _close(child: Any) -> None:
-    try:
+    with contextlib.suppress(OSError):     # its end of the pipe may be gone already
         child.stdin.close()
-    except OSError:
-        pass
     child.wait()
 
 
@@ -273,8 +282,11 @@ def _child_failed(child: Any, stderr: Any, target: Target) -> None:
     if child.returncode == 2 and detail.startswith("LLVM rejected"):
         raise CompileError(detail, fix="this is a solir bug; please report it with "
                                        "`solir show --stage llvm`")
+    if not detail:
+        detail = (f"killed after {CHILD_TIMEOUT_S} s" if child.returncode == -9
+                  else f"exit status {child.returncode}")
     raise CompileError(f"LLVM's {target.arch} backend failed on target '{target.name}': "
-                       f"{detail or f'exit status {child.returncode}'}",
+                       f"{detail}",
                        fix="this is a solir or LLVM bug; other targets are unaffected")
 
 

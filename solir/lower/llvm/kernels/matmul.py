@@ -654,9 +654,9 @@ class _MatmulEmitter:
     def tile_fn(self, direct: bool) -> ir.Function:
         """tile(k, ap, bp, c, ldc, accumulate, lda, hm, wn, ctile, ctx, i, j): one tile of the
         last K block of a matmul with an epilogue; ctx holds its operands' pointers at the
-        block, then their row strides; (i, j) is the tile's place in the block. A full tile runs the epilogue microkernel;
-        an edge tile the narrowest shared one into the scratch tile, copied out through the
-        epilogue."""
+        block, then their row strides; (i, j) is the tile's place in the block. A full tile
+        runs the epilogue microkernel; an edge tile the narrowest shared one into the scratch
+        tile, copied out through the epilogue."""
         fty = ir.FunctionType(ir.VoidType(), [I64, PTR, PTR, PTR, I64, I1, I64, I64, I64, PTR,
                                               PTR, I64, I64])
         name = f"{self.prefix}tile{'.da' if direct else ''}"
