@@ -14,7 +14,6 @@ import os
 import shutil
 import tempfile
 import warnings
-import weakref
 from pathlib import Path
 from typing import Any, Callable
 
@@ -44,7 +43,6 @@ class Compilation:
     texts: dict[str, str] = dataclasses.field(default_factory=dict)
     kernel_module: Module | None = None
     _llvm: Any = None
-    _blob_dir: str | None = None
     _key: str | None = None
 
     def lower(self, progress: Callable[[str], None] | None = None) -> Module:
@@ -70,13 +68,9 @@ class Compilation:
     def llvm(self) -> Any:
         if self._llvm is None:
             from solir.lower.llvm.emit import emit
-            # large constants as files until the object is out: LLVM only parses assembly
-            # (.incbin) for the machine it runs on, so cross targets keep them inline
-            if self._blob_dir is None and self.target.can_link_here:
-                self._blob_dir = tempfile.mkdtemp(prefix="solir-blobs-")
-                weakref.finalize(self, shutil.rmtree, self._blob_dir, True)
-            self._llvm = emit(self.lower(), self.target,
-                              Path(self._blob_dir) if self._blob_dir else None)
+            # a library linked here maps its weights from a file beside it (emit.Weights);
+            # an object for another machine keeps them in its read-only data
+            self._llvm = emit(self.lower(), self.target, weights=self.target.can_link_here)
         return self._llvm
 
     def as_text(self, stage: str = "tensor") -> str:
@@ -110,7 +104,11 @@ class Compilation:
     def write_artifact(self, out_dir: Path, extra: dict[str, Any] | None = None,
                        progress: Callable[[str], None] | None = None,
                        model: dict[str, Any] | None = None) -> abi.Manifest:
-        """DIR/model.so (or model.o for targets that cannot link here), model.h, manifest.json."""
+        """DIR/model.so (or model.o for targets that cannot link here), model.weights (when
+        it has large constants), model.h, manifest.json."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        from solir.lower.llvm.emit import module_weights
         from solir.targets import machine
         say = progress or (lambda s: None)
         if self.target.can_link_here:
@@ -118,9 +116,16 @@ class Compilation:
         kernel = self.lower(progress=say)
         say("emitting LLVM IR")
         llmod = self.llvm()
-        say(f"generating code for {self.target.name}")
-        objs = machine.compile_objects(llmod, self.target)
         out_dir.mkdir(parents=True, exist_ok=True)
+        weights = module_weights(llmod)
+        say(f"generating code for {self.target.name}")
+        with ThreadPoolExecutor(1, thread_name_prefix="solir-weights") as pool:
+            # the weights file is written (and hashed) while LLVM works
+            weights_hash = (pool.submit(weights.write, out_dir / abi.WEIGHTS_FILE)
+                            if weights is not None else None)
+            objs = machine.compile_objects(llmod, self.target)
+            if weights_hash is not None:
+                weights_hash.result()
         f = kernel.funcs[0]
         ins, outs = abi.specs_for(f)
         lib = "model.so" if self.target.can_link_here else "model.o"
@@ -136,6 +141,9 @@ class Compilation:
                          solir_version=VERSION, ir_hash=self.ir_key(), library=lib,
                          model=model or {}, extra=extra or {})
         m.library_hash = abi.file_hash(out_dir / lib)
+        if weights is not None and weights_hash is not None:
+            m.weights, m.weights_bytes, m.weights_hash = (abi.WEIGHTS_FILE, weights.size,
+                                                          weights_hash.result())
         m.write(out_dir)
         (out_dir / "model.h").write_text(abi.c_header(m))
         return m
@@ -157,7 +165,7 @@ def compile_cached(comp: Compilation, num_threads: int | None = None) -> Compile
     ours = False
     try:
         m = comp.write_artifact(tmp)
-        _stamp(tmp / m.library)
+        _stamp(tmp, m)
         try:
             os.replace(tmp, final)
             ours = True
@@ -174,25 +182,34 @@ def compile_cached(comp: Compilation, num_threads: int | None = None) -> Compile
 STAMP = ".verified"
 
 
-def _stamp(lib: Path) -> None:
-    """Record the library's size and mtime as it was hashed (a cache entry's file, written
-    once, is then checked by stat instead of rehashing tens of MB of weights per load)."""
-    st = lib.stat()
-    (lib.parent / STAMP).write_text(f"{lib.name} {st.st_size} {st.st_mtime_ns}\n")
+def _stamp(entry: Path, m: abi.Manifest) -> None:
+    """Record the size and mtime of the library and weights as they were hashed (a cache
+    entry's files, written once, are then checked by stat instead of rehashing tens of MB of
+    weights per load)."""
+    lines = []
+    for name in m.hashed_files():
+        st = (entry / name).stat()
+        lines.append(f"{name} {st.st_size} {st.st_mtime_ns}\n")
+    (entry / STAMP).write_text("".join(lines))
 
 
 def _load_entry(entry: Path, num_threads: int | None) -> CompiledModule:
-    """A cache entry, its library checked against the manifest's hash, or against the stamp
-    written when it was hashed if the file is still the same one (size and mtime)."""
+    """A cache entry, its files checked against the manifest's hashes, or against the stamp
+    written when they were hashed if the files are still the same ones (size and mtime)."""
     try:
-        name, size, mtime = (entry / STAMP).read_text().split()
-        st = (entry / name).stat()
-        same = (st.st_size, st.st_mtime_ns) == (int(size), int(mtime))
-    except (OSError, ValueError):
+        stamped = {}
+        for line in (entry / STAMP).read_text().splitlines():
+            name, size, mtime = line.split()
+            stamped[name] = (int(size), int(mtime))
+        m = abi.Manifest.read(entry)
+        same = set(stamped) == set(m.hashed_files()) and all(
+            ((st := (entry / name).stat()).st_size, st.st_mtime_ns) == stamped[name]
+            for name in stamped)
+    except (OSError, ValueError, CacheError):
         same = False
     module = CompiledModule(entry, num_threads=num_threads, verify_hash=not same)
     if not same:
-        _stamp(entry / module.manifest.library)
+        _stamp(entry, module.manifest)
     return module
 
 

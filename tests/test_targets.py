@@ -12,6 +12,7 @@ import pytest
 import solir
 from solir import zoo
 from solir.driver import Compilation
+from solir.lower.llvm.emit import module_weights
 from solir.ir.parser import parse_module
 from solir.lower.pipeline import Options
 from solir.targets import TARGETS, get_target, host_target, machine
@@ -76,18 +77,21 @@ def test_host_target_runs_here(rng):
 
 def test_split_codegen_matches_one_module(rng, monkeypatch, tmp_path):
     """A module compiled as parts in child processes (code cut by kernel, the first part with
-    the small constants) and its weights' .incbin by the system assembler links into the same
-    function: every function and constant defined once, the entry still exported."""
-    params = zoo.conv_net_params(rng, c1=16, c2=32)      # conv2's 18 KB of weights: a blob
+    the small constants and the weights' address slot), its large weights in a file beside
+    the library, links into the same function: every function and constant defined once,
+    the entry still exported."""
+    params = zoo.conv_net_params(rng, c1=16, c2=32)      # conv2's 18 KB of weights: in the file
     x = zoo.normal(rng, 2, 9, 9, 3)
 
     def net(v):                                           # the weights as constants
         return zoo.conv_net_nhwc(v, params)
     comp = solir.jit(net).lower(x).compilation
     llmod = comp.llvm()
-    assert any(".incbin" in chunk for chunk in llmod.solir_asm)
-    text = machine.module_text(llmod, with_asm=False)
-    assert "module asm" not in text and "module asm" in machine.module_text(llmod)
+    weights = module_weights(llmod)
+    assert weights is not None and weights.size >= 16 * 32 * 9 * 4
+    assert all(offset % 64 == 0 and value.nbytes >= 4096 for offset, value in weights.arrays)
+    text = machine.module_text(llmod)
+    assert re.search(rf'call ptr @"solir_weights"\(ptr @"solir.weights", [^@]*@"net", i64 {weights.size}\)', text)
     assert machine.split_parts(llmod, 2) is None         # too small to be worth it by default
     monkeypatch.setattr(machine, "SPLIT_MIN_INSTRUCTIONS", 0)
     groups = machine.split_parts(llmod, 2)
@@ -97,22 +101,24 @@ def test_split_codegen_matches_one_module(rng, monkeypatch, tmp_path):
     assert sorted(defined[0] + defined[1]) == sorted(re.findall(r'^define [^@]*@"([^"]+)"', text, re.M))
     assert not set(defined[0]) & set(defined[1])
     assert any(re.search(r'^define i32 @"net"', p, re.M) for p in code)
-    constants = [re.findall(r'^(@"[^"]+") = hidden constant', p, re.M) for p in code]
+    constants = [re.findall(r'^(@"[^"]+") = hidden (?:constant|global)', p, re.M) for p in code]
     assert constants[0] and not constants[1]     # defined by the first part, declared by the rest
+    assert '@"solir.weights" = hidden global ptr null' in code[0]
+    assert '@"solir.weights" = external hidden global ptr' in code[1]
     monkeypatch.setenv("SOLIR_CACHE_DIR", str(tmp_path))     # an empty cache: compiled now
     calls = []
 
     def spy(texts, *a, **kw):
         texts = list(texts)
-        calls.append((len(texts), kw.get("workers"), bool(kw.get("asm"))))
+        calls.append((len(texts), kw.get("workers")))
         return _in_children(texts, *a, **kw)
     monkeypatch.setattr(machine, "_in_children", spy)
     want = np.asarray(net(x))
     got = solir.jit(net)(x)
     workers = min(4, len(os.sched_getaffinity(0)))
     if workers > 1:
-        [(parts, used, with_asm)] = calls
-        assert parts >= 2 and used == workers and with_asm
+        [(parts, used)] = calls
+        assert parts >= 2 and used == workers
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
 

@@ -1,7 +1,7 @@
 /* Run a solir artifact from C, without Python.
  *
  *   solir compile model.onnx -o build/model
- *   cc -O2 -I build/model examples/c/run_model.c build/model/model.so build/model/libsolir_rt.so.1 \
+ *   cc -O2 -I build/model examples/c/run_model.c build/model/model.so build/model/libsolir_rt.so.2 \
  *      -Wl,-rpath,'$ORIGIN/build/model' -o run_model      (or see the Makefile)
  *   ./run_model in0.bin [in1.bin ...] --out out        # writes out0.bin, out1.bin, ...
  *

@@ -14,6 +14,7 @@ from solir.ir.core import Func
 from solir.ir.types import DType, TensorType
 
 MANIFEST = "manifest.json"
+WEIGHTS_FILE = "model.weights"   # beside model.so, found by the runtime's solir_weights
 FORMAT = 1
 
 
@@ -41,11 +42,18 @@ class Manifest:
     ir_hash: str
     library: str = "model.so"
     library_hash: str = ""
+    # the large constants, in a file beside the library (emit.Weights); "" when none
+    weights: str = ""
+    weights_bytes: int = 0
+    weights_hash: str = ""
     created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     format: int = FORMAT
     # where the module came from: for ONNX, name, producer, opset, source path and sha256
     model: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def hashed_files(self) -> list[str]:
+        return [self.library] + ([self.weights] if self.weights else [])
 
     def write(self, directory: Path) -> None:
         (directory / MANIFEST).write_text(json.dumps(asdict(self), indent=2) + "\n")

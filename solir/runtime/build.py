@@ -1,6 +1,6 @@
 """Object code -> shared library, linked with the system C compiler.
 
-The thread pool lives in one small runtime library, `libsolir_rt.so.1`, that every model
+The thread pool lives in one small runtime library, `libsolir_rt.so.2`, that every model
 library names as a dependency (found next to it through `$ORIGIN`). The dynamic loader
 shares one copy per process by its soname, so all models share one pool and unloading a
 model never unloads code a worker thread is sleeping in. Artifacts depend on nothing else
@@ -21,7 +21,7 @@ from solir.errors import CompileError
 
 THREADPOOL_C = Path(__file__).with_name("threadpool.c")
 _BACKGROUND = ThreadPoolExecutor(1, thread_name_prefix="solir-cc")
-RUNTIME_SONAME = "libsolir_rt.so.1"   # bump the number when the C ABI of the runtime changes
+RUNTIME_SONAME = "libsolir_rt.so.2"   # bump the number when the C ABI of the runtime changes
 
 
 def cc() -> str:
@@ -39,13 +39,13 @@ def _source_tag() -> str:
 
 def runtime_library(cache_dir: str) -> Path:
     """Build (once per source version and cache directory; again if it was deleted) and
-    return the path of libsolir_rt.so.1."""
+    return the path of libsolir_rt.so.2."""
     out = Path(cache_dir) / f"runtime-{_source_tag()}" / RUNTIME_SONAME
     if not out.exists():
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_name(f".{os.getpid()}.{threading.get_ident()}.tmp.so")
         _run([cc(), "-O2", "-fPIC", "-shared", f"-Wl,-soname,{RUNTIME_SONAME}", str(THREADPOOL_C),
-              "-o", str(tmp), "-lpthread"])
+              "-o", str(tmp), "-lpthread", "-ldl"])
         os.replace(tmp, out)
     return out
 

@@ -106,6 +106,20 @@ def _aligned_empty(shape: tuple[int, ...], dtype: Any, nbytes: int) -> np.ndarra
     return np.ndarray(shape, dtype, buffer=raw, offset=start)
 
 
+def _check_weights(path: Path, m: Manifest, verify_hash: bool) -> None:
+    """The weights file the library will map on its first call: present, of the size the
+    library expects and (unless it was checked before) with the manifest's hash."""
+    try:
+        size = path.stat().st_size
+    except OSError:
+        raise CacheError(f"{path} is missing (a model's weights belong beside its library)",
+                         fix="copy the whole artifact directory, or recompile the module") from None
+    if size != m.weights_bytes or (verify_hash and m.weights_hash
+                                   and file_hash(path) != m.weights_hash):
+        raise CacheError(f"{path} does not match its manifest (corrupted or modified)",
+                         fix="recompile it; the cache entry is rebuilt automatically by solir.jit")
+
+
 def default_num_threads() -> int:
     env = os.environ.get("SOLIR_NUM_THREADS")
     if env:
@@ -134,6 +148,9 @@ class CompiledModule:
             raise CacheError(f"{lib_path} does not match the hash in its manifest (corrupted or "
                              "modified)", fix="recompile it; the cache entry is rebuilt automatically "
                              "by solir.jit")
+        self.weights_path = self.directory / m.weights if m.weights else None
+        if self.weights_path is not None:
+            _check_weights(self.weights_path, m, verify_hash)
         missing = _missing_features(m)
         if missing:
             raise TargetError(f"artifact {self.directory} was built for target '{m.target}' but this "
@@ -203,7 +220,11 @@ class CompiledModule:
                 ins[k] = ptr(a)
             for k, o in enumerate(outs):
                 outp[k] = ptr(o)
-            self._entry(ins, outp, self._workspace)
+            status = self._entry(ins, outp, self._workspace)
+        if status != 0:
+            raise CacheError(f"{self.manifest.entry} could not map its weights "
+                             f"({self.weights_path}) and did not run",
+                             fix="check that the file is readable and memory is available")
         return outs
 
     def _pointer(self, a: np.ndarray) -> Any:

@@ -1,5 +1,6 @@
-/* solir's runtime library (libsolir_rt.so.1): the thread pool every model library shares,
- * and per-thread scratch memory (solir_scratch) for kernels that pack their operands.
+/* solir's runtime library (libsolir_rt.so.2): the thread pool every model library shares,
+ * per-thread scratch memory (solir_scratch) for kernels that pack their operands, and the
+ * mapping of a model's weights file (solir_weights).
  *
  * solir_parallel_for(fn, ctx, n) runs fn(ctx, begin, end) over [0, n) in chunks. Chunks are
  * taken from an atomic counter, so when another process takes a core the remaining chunks
@@ -10,10 +11,17 @@
  * Chunk boundaries never change what a unit computes, so results do not depend on the
  * thread count.
  */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 typedef void (*solir_chunk_fn)(void **, int64_t, int64_t);
 
@@ -152,4 +160,45 @@ void *solir_scratch(int64_t bytes) {
         have = size;
     }
     return buf;
+}
+
+/* A model's weights: the file beside the model library that holds `anchor`, named after it
+ * with the suffix ".weights" (model.so -> model.weights), mapped read-only on first use and
+ * kept for the life of the process. `slot` (a variable of the model library) remembers the
+ * address, so later calls cost one load. The weights are not in the library itself: tens of
+ * MB of data would pass through the assembler, the linker and two more files on every
+ * compile. Returns NULL if the file is missing, is not `bytes` long or cannot be mapped; the
+ * model's entry then returns 1 without running. */
+void *solir_weights(void **slot, const void *anchor, int64_t bytes) {
+    static pthread_mutex_t weights_mu = PTHREAD_MUTEX_INITIALIZER;
+    void *p = __atomic_load_n(slot, __ATOMIC_ACQUIRE);
+    if (p != NULL) return p;
+    pthread_mutex_lock(&weights_mu);
+    p = *slot;
+    Dl_info info;
+    if (p == NULL && bytes > 0 && dladdr(anchor, &info) && info.dli_fname != NULL) {
+        const char *name = info.dli_fname;
+        const char *base = strrchr(name, '/');
+        const char *dot = strrchr(base ? base : name, '.');
+        size_t stem = dot ? (size_t)(dot - name) : strlen(name);
+        char path[4096];
+        if (stem + sizeof ".weights" <= sizeof path) {
+            memcpy(path, name, stem);
+            memcpy(path + stem, ".weights", sizeof ".weights");
+            int fd = open(path, O_RDONLY | O_CLOEXEC);
+            struct stat st;
+            if (fd >= 0 && fstat(fd, &st) == 0 && st.st_size == bytes) {
+                int flags = MAP_PRIVATE;
+#ifdef MAP_POPULATE
+                flags |= MAP_POPULATE;      /* fault the pages in now, not in the first kernels */
+#endif
+                void *m = mmap(NULL, (size_t)bytes, PROT_READ, flags, fd, 0);
+                if (m != MAP_FAILED) p = m;
+            }
+            if (fd >= 0) close(fd);
+        }
+        if (p != NULL) __atomic_store_n(slot, p, __ATOMIC_RELEASE);
+    }
+    pthread_mutex_unlock(&weights_mu);
+    return p;
 }

@@ -25,7 +25,7 @@ import llvmlite.binding as llvm
 def init() -> None:
     llvm.initialize_all_targets()
     llvm.initialize_all_asmprinters()
-    llvm.initialize_native_asmparser()    # module asm (.incbin of large constants), host only
+    llvm.initialize_native_asmparser()    # inline asm in IR text, host only
 
 
 def target_machine(spec: dict[str, Any]) -> llvm.TargetMachine:

@@ -22,24 +22,9 @@ def _fix_attrs(text: str, target: Target) -> str:
     return re.sub(r"^(define [^\n]*)\n\{", lambda m: f"{m.group(1)} {extra}\n{{", text, flags=re.M)
 
 
-def module_text(llmod: ir.Module, with_asm: bool = True) -> str:
-    """The module's IR text, with its module-level assembly (emit.module_asm: constants
-    pulled in with .incbin) and the hidden visibility of the symbols that assembly defines."""
-    text = str(llmod)
-    asm = getattr(llmod, "solir_asm", [])
-    if not asm:
-        return text
-    text = re.sub(r'^(@"?solir_blob_\d+"?) = external global', r"\1 = external hidden global", text,
-                  flags=re.M)
-    return text + "\n" + _asm_lines(asm) if with_asm else text
-
-
-def _asm_lines(asm: list[str]) -> str:
-    lines = []
-    for chunk in asm:
-        for line in chunk.split("\n"):
-            lines.append('module asm "' + line.replace("\\", "\\5C").replace('"', "\\22") + '"')
-    return "\n".join(lines) + "\n"
+def module_text(llmod: ir.Module) -> str:
+    """The module's IR text (large constants are not in it: see emit.Weights)."""
+    return str(llmod)
 
 
 def _spec(target: Target) -> dict[str, Any]:
@@ -72,19 +57,16 @@ def compile_objects(llmod: ir.Module, target: Target, parts: int = 0) -> list[by
     independent modules (split_parts), a few per worker so that the workers finish
     together, and `parts` workers (0: one per core, at most 4) take them as this process
     writes their IR text: the children start on the first parts while the rest are still
-    being printed. The weights' .incbin is assembled beside them by the system assembler
-    (`cc -c`), which writes tens of MB of data straight to disk; the linker joins them
-    again."""
+    being printed."""
     import os
     if not target.can_link_here or target.llvm_options:
         return [_codegen(llmod, target, "obj")]  # type: ignore[list-item]
     workers = parts or min(4, len(os.sched_getaffinity(0)))
-    asm = getattr(llmod, "solir_asm", [])
     groups = split_parts(llmod, workers * PARTS_PER_WORKER) if workers > 1 else None
     if groups is None:
         return [_object(_optimized(_fix_attrs(module_text(llmod), target), target), target)]  # type: ignore[list-item]
     texts = (part_text(llmod, g, first=k == 0) for k, g in enumerate(groups))
-    return _in_children(texts, target, "obj", workers=workers, asm=asm)
+    return _in_children(texts, target, "obj", workers=workers)
 
 
 def compile_object(llmod: ir.Module, target: Target) -> bytes:
@@ -93,8 +75,7 @@ def compile_object(llmod: ir.Module, target: Target) -> bytes:
 
 SPLIT_MIN_INSTRUCTIONS = 8000   # smaller modules compile as fast in one piece as in children
 PARTS_PER_WORKER = 3            # parts differ in cost per instruction: more parts, even finish
-_GLOBAL = re.compile(r'^(@"[^"]+") = internal (constant|global) (\[\d+ x i8\])')
-_EXTERNAL = re.compile(r'^@"?[^" ]+"? = external global ')
+_GLOBAL = re.compile(r'^(@"[^"]+") = internal (constant|global) (\[\d+ x i8\]|ptr)')
 
 
 def split_parts(llmod: ir.Module, parts: int) -> list[set[str]] | None:
@@ -107,7 +88,7 @@ def split_parts(llmod: ir.Module, parts: int) -> list[set[str]] | None:
     if parts < 2 or len(funcs) < 2 * parts or sum(sizes.values()) < SPLIT_MIN_INSTRUCTIONS:
         return None
     for g in llmod.global_values:
-        if not isinstance(g, ir.Function) and not (_GLOBAL.match(str(g)) or _EXTERNAL.match(str(g))):
+        if not isinstance(g, ir.Function) and not _GLOBAL.match(str(g)):
             return None
     clusters: dict[str, list[str]] = {}
     for f in funcs:
@@ -123,7 +104,7 @@ def split_parts(llmod: ir.Module, parts: int) -> list[set[str]] | None:
 
 
 def part_text(llmod: ir.Module, owned: set[str], first: bool) -> str:
-    """The IR text (without module asm) of a module that defines the functions in `owned`
+    """The IR text of a module that defines the functions in `owned`
     and declares the rest. Internal functions become hidden (another part may call them);
     the first part defines the global constants (hidden) and the others declare them."""
     lines = ['; ModuleID = "%s"' % llmod.name, 'target triple = "%s"' % llmod.triple,
@@ -142,9 +123,8 @@ def part_text(llmod: ir.Module, owned: set[str], first: bool) -> str:
             continue
         text = str(g)
         m = _GLOBAL.match(text)
-        if m is None:                     # an external blob (split_parts allows nothing else)
-            lines.append(text.replace(" = external global ", " = external hidden global ", 1))
-        elif first:
+        assert m is not None              # split_parts allows no other globals
+        if first:
             lines.append(text.replace(" = internal ", " = hidden ", 1))
         else:
             lines.append(f"{m.group(1)} = external hidden {m.group(2)} {m.group(3)}")
@@ -158,22 +138,6 @@ _DEFINE = re.compile(r'^define (internal )?(.*?)@"([^"]+)"(\(.*)$', re.S)
 def _define_hidden(text: str) -> str:
     return _DEFINE.sub(lambda m: f'define {"hidden " if m.group(1) else ""}{m.group(2)}'
                                  f'@"{m.group(3)}"{m.group(4)}', text, count=1)
-
-
-def _assemble(asm: list[str]) -> bytes:
-    """An object of the module asm (the weights' .incbin), by the system assembler."""
-    import subprocess
-    import tempfile
-    from pathlib import Path
-    from solir.runtime.build import cc
-    with tempfile.TemporaryDirectory(prefix="solir-data-") as tmp:
-        src, obj = Path(tmp) / "data.s", Path(tmp) / "data.o"
-        src.write_text("\n".join(asm) + "\n")
-        proc = subprocess.run([cc(), "-c", str(src), "-o", str(obj)], capture_output=True,
-                              text=True)
-        if proc.returncode != 0:
-            raise CompileError(f"assembling the model's constants failed: {proc.stderr.strip()[:1500]}")
-        return obj.read_bytes()
 
 
 def assembly(llmod: ir.Module, target: Target) -> str:
@@ -201,12 +165,11 @@ def _codegen_isolated(llmod: ir.Module, target: Target, kind: str) -> bytes | st
 
 
 def _in_children(texts: Iterable[str], target: Target, kind: str, workers: int = 1,
-                 vectorize: bool = True, asm: list[str] | None = None) -> list[Any]:
+                 vectorize: bool = True) -> list[Any]:
     """Each IR text compiled ("obj" | "asm") by one of `workers` child processes, which
     take the texts in turn as `texts` yields them (llvm_job's framed protocol): a backend
     that aborts takes only its child down, and children run in parallel. The results come
-    in the order of `texts`; with `asm` (module asm chunks), one more object, by the system
-    assembler, comes last."""
+    in the order of `texts`."""
     import queue
     import subprocess
     import sys
@@ -246,8 +209,7 @@ def _in_children(texts: Iterable[str], target: Target, kind: str, workers: int =
             _close(child)
             err.close()
 
-    with ThreadPoolExecutor(workers + 1) as pool:   # threads wait; the children work
-        data = pool.submit(_assemble, asm) if asm else None
+    with ThreadPoolExecutor(workers) as pool:   # threads wait; the children work
         running = [pool.submit(work) for _ in range(workers)]
         n = 0
         for n, text in enumerate(texts, 1):       # printed here while the children compile
@@ -261,8 +223,7 @@ def _in_children(texts: Iterable[str], target: Target, kind: str, workers: int =
         if len(results) != n:
             raise CompileError(f"LLVM's {target.arch} backend stopped before compiling every part "
                                f"of the module on target '{target.name}'")
-        out = [results[k] for k in range(n)]
-        return out + ([data.result()] if data is not None else [])
+        return [results[k] for k in range(n)]
 
 
 CHILD_TIMEOUT_S = 600           # per part: a child still at it after this is killed

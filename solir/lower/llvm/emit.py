@@ -27,18 +27,23 @@ ENTRY_TYPE = ir.FunctionType(I32, [PTR, PTR, PTR])
 PARALLEL_FOR = "solir_parallel_for"
 
 
-def emit(module: Module, target: Target, blob_dir: Path | None = None) -> ir.Module:
-    """The LLVM module; with `blob_dir`, large constants go there as files (see
-    _constant_global), which must exist until the object is emitted."""
+def emit(module: Module, target: Target, weights: bool = False) -> ir.Module:
+    """The LLVM module; with `weights`, large constants are set aside for a file beside the
+    library (Weights, module_weights) instead of being compiled into it."""
     llmod = ir.Module(name="solir")
     llmod.triple = target.triple
     llmod.vector_ldexp = target.vector_ldexp      # read by ElementEmitter (vmath's exp)
+    table = Weights() if weights else None
+    llmod.solir_weights = table
     for f in module.funcs:
-        _emit_func(llmod, f, target, blob_dir)
+        _emit_func(llmod, f, target, table)
+    if table is not None:
+        for call in table.calls:
+            call.operands[3] = const64(table.size)
     return llmod
 
 
-def _emit_func(llmod: ir.Module, f: Func, target: Target, blob_dir: Path | None) -> None:
+def _emit_func(llmod: ir.Module, f: Func, target: Target, weights: Weights | None) -> None:
     if "workspace" not in f.attrs:
         raise PassError(f"@{f.name} has no memory plan", fix="run the 'plan-memory' pass first")
     fn = ir.Function(llmod, ENTRY_TYPE, f.name)
@@ -55,6 +60,10 @@ def _emit_func(llmod: ir.Module, f: Func, target: Target, blob_dir: Path | None)
         out_ptrs.append(b.load(slot, typ=PTR, name=f"out{k}"))
     pool = _declare_parallel_for(llmod)
     ops = f.body.ops
+    base = None
+    if weights is not None and any(op.name == "tensor.constant" and
+                                   op.attrs["value"].nbytes >= WEIGHTS_MIN_BYTES for op in ops):
+        base = _weights_base(llmod, fn, b, weights)
     i = -1
     while i + 1 < len(ops):
         i += 1
@@ -83,7 +92,13 @@ def _emit_func(llmod: ir.Module, f: Func, target: Target, blob_dir: Path | None)
                 b.call(chunk, [bufs, const64(0), rows])
             continue
         if op.name == "tensor.constant":
-            ptrs[op.result] = _constant_global(llmod, f"{f.name}.const{i}", op.attrs["value"], blob_dir)
+            value = op.attrs["value"]
+            if base is not None and value.nbytes >= WEIGHTS_MIN_BYTES:
+                ptrs[op.result] = b.gep(base, [const64(weights.add(value))],  # type: ignore[union-attr]
+                                        source_etype=ir.IntType(8), inbounds=True,
+                                        name=f"w{i}")
+            else:
+                ptrs[op.result] = _constant_global(llmod, f"{f.name}.const{i}", value)
             continue
         if op.name == "kernel.view":
             ptrs[op.result] = ptrs[op.operands[0]]
@@ -124,41 +139,81 @@ def _declare_parallel_for(llmod: ir.Module) -> ir.Function:
     return fn
 
 
-BLOB_MIN_BYTES = 4096
-BLOB_PREFIX = "solir_blob_"
+WEIGHTS_MIN_BYTES = 4096      # smaller constants stay in the library's read-only data
+WEIGHTS_ALIGN = 64
+WEIGHTS_SLOT = "solir.weights"
+WEIGHTS_FN = "solir_weights"
 
 
-def _constant_global(llmod: ir.Module, name: str, value: np.ndarray,
-                     blob_dir: Path | None = None) -> ir.GlobalVariable:
-    """A constant in the object's read-only data. Large ones (weights) are written to a file
-    in `blob_dir` and pulled in by the assembler (`.incbin`, as module asm), so megabytes of
-    weights never pass through LLVM IR text."""
+class Weights:
+    """A module's large constants (a model's weights), laid out one after another in a file
+    beside its library (`model.weights`). The entry function asks the runtime for the file's
+    address (solir_weights: mapped on first use) and finds each constant at its offset, so
+    weights never pass through LLVM, the assembler or the linker."""
+
+    def __init__(self) -> None:
+        self.arrays: list[tuple[int, np.ndarray]] = []
+        self.size = 0
+        self.calls: list[ir.CallInstr] = []     # told the final size when emission ends
+
+    def add(self, value: np.ndarray) -> int:
+        offset = -(-self.size // WEIGHTS_ALIGN) * WEIGHTS_ALIGN
+        value = np.ascontiguousarray(value)
+        self.arrays.append((offset, value))
+        self.size = offset + value.nbytes
+        return offset
+
+    def write(self, path: Path) -> str:
+        """Write the file; its sha256, computed on the way."""
+        import hashlib
+        digest = hashlib.sha256()
+        at = 0
+        with open(path, "wb") as f:
+            for offset, value in self.arrays:
+                for chunk in (bytes(offset - at), memoryview(value.reshape(-1).view(np.uint8))):
+                    f.write(chunk)
+                    digest.update(chunk)
+                at = offset + value.nbytes
+        return digest.hexdigest()
+
+
+def module_weights(llmod: ir.Module) -> Weights | None:
+    """The weights emit() set aside for `llmod`'s file, None if it has none."""
+    w = getattr(llmod, "solir_weights", None)
+    return w if w is not None and w.size else None
+
+
+def _weights_base(llmod: ir.Module, fn: ir.Function, b: ir.IRBuilder,
+                  weights: Weights) -> ir.Value:
+    """At the top of entry function `fn`: the weights' address, returning 1 if the runtime
+    cannot map them."""
+    slot = llmod.globals.get(WEIGHTS_SLOT)
+    if slot is None:
+        slot = ir.GlobalVariable(llmod, PTR, name=WEIGHTS_SLOT)
+        slot.initializer = ir.Constant(PTR, None)
+        slot.linkage = "internal"
+        ir.Function(llmod, ir.FunctionType(PTR, [PTR, PTR, I64]), WEIGHTS_FN)
+    call = b.call(llmod.globals[WEIGHTS_FN], [slot, fn, const64(0)], name="weights")
+    weights.calls.append(call)
+    missing = fn.append_basic_block("no_weights")
+    body = fn.append_basic_block("body")
+    b.cbranch(b.icmp_unsigned("==", call, ir.Constant(PTR, None)), missing, body)
+    b.position_at_end(missing)
+    b.ret(ir.Constant(I32, 1))
+    b.position_at_end(body)
+    return call
+
+
+def _constant_global(llmod: ir.Module, name: str, value: np.ndarray) -> ir.GlobalVariable:
+    """A constant in the object's read-only data."""
     data = np.ascontiguousarray(value).tobytes()
     ty = ir.ArrayType(ir.IntType(8), len(data))
-    if blob_dir is not None and len(data) >= BLOB_MIN_BYTES:
-        asm = module_asm(llmod)
-        sym = f"{BLOB_PREFIX}{len(asm)}"
-        path = blob_dir / f"{sym}.bin"
-        path.write_bytes(data)
-        asm.append(f'.pushsection .rodata.{sym},"a"\n.balign 64\n.globl {sym}\n.hidden {sym}\n'
-                   f'{sym}:\n.incbin "{path}"\n.popsection')
-        g = ir.GlobalVariable(llmod, ty, name=sym)     # declared here, defined by the asm
-        g.align = 64
-        return g
     g = ir.GlobalVariable(llmod, ty, name=name)
     g.initializer = ir.Constant(ty, bytearray(data))
     g.global_constant = True
     g.linkage = "internal"
     g.align = 64
     return g
-
-
-def module_asm(llmod: ir.Module) -> list[str]:
-    """Module-level assembly for `llmod` (llvmlite has no API for it; machine.module_text
-    prints it)."""
-    if not hasattr(llmod, "solir_asm"):
-        llmod.solir_asm = []  # type: ignore[attr-defined]
-    return llmod.solir_asm  # type: ignore[attr-defined,no-any-return]
 
 
 def _clean(name: str) -> str:
