@@ -2,8 +2,10 @@
 the on-disk cache (a second process pays no compile time; a corrupted entry is rebuilt),
 corrupted artifacts, unsupported input naming the user's source line."""
 
+import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import warnings
@@ -155,6 +157,50 @@ def test_corrupted_artifact_raises_cache_error(tmp_path, rng):
     manifest.unlink()
     with pytest.raises(solir.CacheError):
         solir.load(tmp_path)
+
+
+def test_weights_file_is_checked_and_mapped_by_the_library(tmp_path, rng):
+    """Large constants go to model.weights beside the library, which maps it on its first
+    call; a missing, resized or altered file is refused by the loader before native code
+    runs, and one that disappears after loading makes the call raise, not crash. A cache
+    entry with a bad weights file is rebuilt."""
+    w = rng.standard_normal((64, 32)).astype(np.float32)          # 8 KB: in the file
+    small = rng.standard_normal(32).astype(np.float32)            # 128 B: in the library
+
+    def f(x):
+        return x @ w + small
+    x = rng.standard_normal((3, 64)).astype(np.float32)
+    comp = solir.jit(f).lower(x).compilation
+    m = comp.write_artifact(tmp_path / "a")
+    weights = tmp_path / "a" / "model.weights"
+    assert m.weights == "model.weights" and m.weights_bytes == weights.stat().st_size >= w.nbytes
+    assert m.weights_hash == hashlib.sha256(weights.read_bytes()).hexdigest()
+    assert w.tobytes() not in (tmp_path / "a" / "model.so").read_bytes()
+    np.testing.assert_allclose(solir.load(tmp_path / "a")(x)[0], x @ w + small, rtol=1e-5, atol=1e-5)
+    shutil.copytree(tmp_path / "a", tmp_path / "b")                 # a deployed copy runs
+    np.testing.assert_allclose(solir.load(tmp_path / "b")(x)[0], x @ w + small, rtol=1e-5, atol=1e-5)
+    data = weights.read_bytes()
+    corrupt(weights, data[:-4])
+    with pytest.raises(solir.CacheError, match="model.weights does not match"):
+        solir.load(tmp_path / "a")
+    corrupt(weights, bytes(len(data)))
+    with pytest.raises(solir.CacheError, match="model.weights does not match"):
+        solir.load(tmp_path / "a")
+    weights.unlink()
+    with pytest.raises(solir.CacheError, match="model.weights is missing"):
+        solir.load(tmp_path / "a")
+    shutil.copytree(tmp_path / "b", tmp_path / "c")
+    mod = solir.load(tmp_path / "c")                               # loaded, not yet called
+    (tmp_path / "c" / "model.weights").unlink()
+    with pytest.raises(solir.CacheError, match="could not map its weights"):
+        mod(x)
+    lowered = solir.jit(f).lower(x)
+    lowered.compile()
+    entry_weights = _entry_of(lowered) / "model.weights"
+    corrupt(entry_weights, bytes(entry_weights.stat().st_size))
+    with pytest.warns(solir.SolirWarning, match="bad cache entry"):
+        again = solir.jit(f).lower(x).compile()
+    np.testing.assert_allclose(again(x), x @ w + small, rtol=1e-5, atol=1e-5)
 
 
 def test_foreign_artifact_is_refused(tmp_path):
