@@ -318,6 +318,41 @@ def test_depthwise_stencil_matches_the_interpreter_and_jax(case):
     np.testing.assert_allclose(got, np.asarray(jax.jit(conv)(x, k)), rtol=1e-4, atol=1e-4)
 
 
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(w=st.integers(1, 80), stride=st.sampled_from([1, 2, 3]), pad=st.integers(0, 2),
+       pool=st.booleans(), threads=st.sampled_from([1, 2]))
+@example(w=70, stride=2, pad=1, pool=False, threads=1)    # 4 jammed vectors, 3, a remainder
+def test_jammed_strided_loop_nests_match_the_interpreter(w, stride, pad, pool, threads):
+    """A conv's or pool's own loop nest (`loops`): up to JAM output vectors run through the
+    window together, and a strided padded read is one load and a shuffle where the vector
+    is inside the row, lane by lane at its edges. Output widths from below a vector to
+    several jammed groups plus a remainder; sums and maxima; the reference decides."""
+    import jax
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((1, 3, 5, w + 2)).astype(np.float32)
+    k = rng.standard_normal((3, 1, 3, 3)).astype(np.float32)
+    pads = ((pad, pad), (pad, pad))
+    if pool:
+        def fn(x):
+            return jax.lax.reduce_window(x, -np.inf, jax.lax.max, (1, 1, 3, 3),
+                                         (1, 1, stride, stride), ((0, 0), (0, 0)) + pads)
+    else:
+        def fn(x):
+            return jax.lax.conv_general_dilated(x, k, (stride, stride), pads,
+                                                dimension_numbers=("NCHW", "OIHW", "NCHW"),
+                                                feature_group_count=3)
+    f = solir.jit(fn, algorithms={} if pool else {"conv": "loops"}, num_threads=threads,
+                  options=solir.Options(parallel_min_work=1))
+    lowered = f.lower(x)
+    out_w = lowered.compilation.module.funcs[0].results[0].type.shape[-1]
+    if out_w >= 16:                   # two vectors or more: jammed
+        assert re.search(r'd\d+\.j', lowered.as_text("llvm"))
+    (want,) = run_module(lowered.compilation.module, [x])
+    got = np.asarray(f(x))
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got, np.asarray(jax.jit(fn)(x)), rtol=1e-4, atol=1e-4)
+
+
 def test_depthwise_cost_model():
     """Stride 1: the stencil; strided: the loop nest;
     a channel multiplier (groups < outputs): the loop nest, and forcing the stencil says why."""

@@ -25,6 +25,7 @@ from solir.targets import Target
 
 PTR = ir.PointerType()
 UNROLL = 4          # independent vector accumulators in an innermost vector reduction
+JAM = 4             # output vectors computed together over a reduction (a conv's taps)
 CHUNK_FN_TYPE = ir.FunctionType(ir.VoidType(), [PTR, I64, I64])
 
 
@@ -80,6 +81,8 @@ class _GenericEmitter:
         self.acc: dict[int, Any] = {}
         self.extra_acc: list[dict[str, Any]] = []
         self.acc_slot = 0
+        self.jam: list[ir.Value] | None = None        # the vector dim's ivs of jammed vectors
+        self.jam_accs: list[dict[int, Any]] = []
         # operand (or len(operands), the result) -> elements ahead to prefetch in vector loops
         self.prefetch: dict[int, int] = {}
         # vector stores of the result are non-temporal, to addresses aligned to this many
@@ -109,7 +112,17 @@ class _GenericEmitter:
         if depth == len(self.order):
             self.point(lanes)
             return
-        if depth == self.acc_depth:
+        if depth == self.acc_depth and self.jam is not None:
+            jam = self.jam
+            self.jam_accs = []
+            for _ in jam:
+                self.begin_accumulate(lanes)
+                self.jam_accs.append(self.acc)
+            self.loops(depth, lanes)
+            for iv, acc in zip(jam, self.jam_accs):
+                self.ivs[self.vdim], self.acc = iv, acc   # type: ignore[index]
+                self.end_accumulate(lanes)
+        elif depth == self.acc_depth:
             self.begin_accumulate(lanes)
             self.loops(depth, lanes)
             self.end_accumulate(lanes)
@@ -147,6 +160,17 @@ class _GenericEmitter:
                         self.nest(depth + 1, w)
                 self.acc_slot = 0
                 lo_v = un_hi
+            jam = self.jammed_reduction(depth)
+            if jam > 1:
+                # `jam` output vectors share each pass over the reduction: independent
+                # accumulator chains instead of one (a 3x3 conv's nine dependent FMAs)
+                jw = jam * w
+                jam_hi = b.add(lo_v, b.sub(span, b.srem(span, const64(jw))), name=f"{name}.jend")
+                with for_range(b, lo_v, jam_hi, jw, name=f"{name}.j") as iv:
+                    self.jam = [b.add(iv, const64(u * w)) if u else iv for u in range(jam)]
+                    self.nest(depth + 1, w)
+                self.jam = None
+                lo_v = jam_hi
             with for_range(b, lo_v, main_hi, w, name=f"{name}.v") as iv:
                 self.ivs[d] = iv
                 self.nest(depth + 1, w)
@@ -176,6 +200,15 @@ class _GenericEmitter:
             self.nest(depth + 1, 1)
 
     # -- accumulation ------------------------------------------------------------------------------
+    def jammed_reduction(self, depth: int) -> int:
+        """How many vectors of a parallel vector loop right around the reduction loops run
+        through the reduction together (up to JAM; each output's order of combination is
+        unchanged); 1: one at a time."""
+        if (self.vdim is None or self.its[self.vdim] != "p" or self.acc_depth != depth + 1
+                or "s" in self.its or self.comb not in ("add", "mul", "max", "min", "and", "or")):
+            return 1
+        return max(1, min(JAM, self.dims[self.vdim] // self.width))
+
     def unrolled_reduction(self, depth: int) -> bool:
         """A vector reduction in the innermost loop, with a combiner whose partial results may
         be kept in several accumulators (the order is fixed by the schedule, so results are
@@ -276,6 +309,14 @@ class _GenericEmitter:
 
     # -- one point of the iteration space -------------------------------------------------------
     def point(self, lanes: int) -> None:
+        if self.jam is not None:
+            for iv, acc in zip(self.jam, self.jam_accs):
+                self.ivs[self.vdim], self.acc = iv, acc   # type: ignore[index]
+                self._point(lanes)
+            return
+        self._point(lanes)
+
+    def _point(self, lanes: int) -> None:
         e = ElementEmitter(self.llmod, self.b, lanes)
         env: dict[Value, ir.Value] = {}
         for k, arg in enumerate(self.body.args):
@@ -429,24 +470,45 @@ class _GenericEmitter:
 
     def _load_padded_lanes(self, e: ElementEmitter, k: int, lanes: int, row_ok: ir.Value,
                            row: ir.Value, x0: ir.Value, name: str) -> ir.Value:
-        """A padded read stepping by c > 1 along the lanes, one checked scalar load per lane
-        (each from index 0 of the row where it is outside). Not one masked load of c * lanes
-        elements and a shuffle: LLVM 22's x86 lowering of that pair loaded a lane whose mask
-        was off (a stride-3 depthwise pad then read the next row's values)."""
+        """A padded read stepping by c > 1 along the lanes. Where all c * lanes elements from
+        lane 0's position are inside the row (most vectors of a row), one plain load of them
+        and a shuffle; at the row's edges, one checked scalar load per lane (each from index 0
+        of the row where it is outside). Not one masked load of c * lanes elements: LLVM
+        22's x86 lowering of that with a shuffle loaded a lane whose mask was off (a
+        stride-3 depthwise pad then read the next row's values)."""
         b = self.b
         v, pad = self.op.operands[k], self.pads[k]
         dt = v.type.dtype
         width, c = v.type.shape[-1], self.maps[k].exprs[-1].coeffs[self.vdim]
-        e1 = ElementEmitter(self.llmod, b, 1)
-        padv = e1.const(dt, pad if pad is not None else 0)
+        st = storage_type(dt)
         base = b.mul(row, const64(width))
-        out = ir.Constant(ir.VectorType(scalar_type(dt), lanes), ir.Undefined)
-        for lane in range(lanes):
-            pos = b.add(x0, const64(lane * c))
-            ok = b.and_(row_ok, b.and_(b.icmp_signed(">=", pos, const64(0)),
-                                       b.icmp_signed("<", pos, const64(width))))
-            x = self.load(e1, k, dt, b.add(base, b.select(ok, pos, const64(0))), 1, 0, name)
-            out = b.insert_element(out, b.select(ok, x, padv), ir.Constant(ir.IntType(32), lane))
+        span = c * lanes
+        inside = b.and_(row_ok, b.and_(b.icmp_signed(">=", x0, const64(0)),
+                                       b.icmp_signed("<=", b.add(x0, const64(span)), const64(width))))
+        with b.if_else(inside, likely=True) as (whole, edge):
+            with whole:
+                addr = b.gep(self.ptrs[k], [b.add(base, x0)], source_etype=st, inbounds=True)
+                raw = b.load(addr, typ=ir.VectorType(st, span), align=dt.itemsize)
+                every_c = ir.Constant(ir.VectorType(ir.IntType(32), lanes),
+                                      [j * c for j in range(lanes)])
+                fast = self.to_compute(b.shuffle_vector(raw, raw, every_c), dt, lanes,
+                                       _llname(name))
+                fast_block = b.block
+            with edge:
+                e1 = ElementEmitter(self.llmod, b, 1)
+                padv = e1.const(dt, pad if pad is not None else 0)
+                slow: ir.Value = ir.Constant(fast.type, ir.Undefined)
+                for lane in range(lanes):
+                    pos = b.add(x0, const64(lane * c))
+                    ok = b.and_(row_ok, b.and_(b.icmp_signed(">=", pos, const64(0)),
+                                               b.icmp_signed("<", pos, const64(width))))
+                    x = self.load(e1, k, dt, b.add(base, b.select(ok, pos, const64(0))), 1, 0, name)
+                    slow = b.insert_element(slow, b.select(ok, x, padv),
+                                            ir.Constant(ir.IntType(32), lane))
+                slow_block = b.block
+        out = b.phi(fast.type)
+        out.add_incoming(fast, fast_block)
+        out.add_incoming(slow, slow_block)
         return out
 
     def load(self, e: ElementEmitter, k: int, dt: DType, off: ir.Value, lanes: int, step: int,
