@@ -45,12 +45,16 @@ def test_manifest_describes_model_and_artifact(onnx_file, artifact):
     assert m["model"]["opset"] == 17 and m["model"]["format"] == "onnx"
     assert m["model"]["source_sha256"] == hashlib.sha256(onnx_file.read_bytes()).hexdigest()
     assert m["library_hash"] == hashlib.sha256((artifact / "model.so").read_bytes()).hexdigest()
+    weights = (artifact / "model.weights").read_bytes()      # the convs' weights, beside the library
+    assert m["weights"] == "model.weights" and m["weights_bytes"] == len(weights)
+    assert m["weights_hash"] == hashlib.sha256(weights).hexdigest()
     assert [t["name"] for t in m["inputs"]] == ["image"] and m["inputs"][0]["shape"] == [2, 3, 16, 16]
     assert [t["name"] for t in m["outputs"]] == ["logits"] and m["outputs"][0]["dtype"] == "f32"
     assert m["target"] == "host" and m["workspace_bytes"] > 0 and m["solir_version"] == solir.__version__
     assert m["created"].endswith("Z")
     header = (artifact / "model.h").read_text()
     assert "SOLIR_MODEL_ENTRY" in header and "image: float[2x3x16x16]" in header
+    assert f"cannot map model.weights ({len(weights)} bytes" in header
 
 
 def test_load_and_run_match_onnxruntime(onnx_file, artifact, tmp_path, capsys):

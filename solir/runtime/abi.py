@@ -128,7 +128,10 @@ def c_header(m: Manifest) -> str:
 
     lines += ["", f"#define {m.entry.upper()}_WORKSPACE_BYTES {m.workspace_bytes}", "",
               "/* Runs the model. `workspace` must hold WORKSPACE_BYTES bytes, 64-byte aligned;",
-              "   outputs must not overlap inputs. Returns 0. Not reentrant for one workspace. */",
+              "   outputs must not overlap inputs. Returns 0" + (
+                  f", or 1 without running if the library cannot map {m.weights} ({m.weights_bytes}"
+                  " bytes, read from the library's own directory on the first call)" if m.weights
+                  else "") + ". Not reentrant for one workspace. */",
               f"int32_t {m.entry}(void *const *inputs, void *const *outputs, void *workspace);",
               "", "/* Threads used by parallel loops (default 1 until set). */",
               "void solir_set_num_threads(int n);", "int solir_get_num_threads(void);", "",
