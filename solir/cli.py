@@ -166,6 +166,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"directory": str(out), "library": m.library, "target": m.target,
                           "workspace_bytes": m.workspace_bytes, "artifact_sha256": m.library_hash,
+                          "weights": m.weights, "weights_bytes": m.weights_bytes,
                           "inputs": [dataclasses.asdict(t) for t in m.inputs],
                           "outputs": [dataclasses.asdict(t) for t in m.outputs],
                           "model": src.info, "flops": summary["flops"],
@@ -173,7 +174,8 @@ def cmd_compile(args: argparse.Namespace) -> int:
                           "seconds": round(time.perf_counter() - t0, 3)}))
     elif not args.quiet:
         progress("done")
-        console.print(f"wrote {out}/{m.library}, model.h, manifest.json (target {m.target}, "
+        weights = f"{m.weights} ({m.weights_bytes} bytes), " if m.weights else ""
+        console.print(f"wrote {out}/{m.library}, {weights}model.h, manifest.json (target {m.target}, "
                       f"{summary['kernels']} loop nests, workspace {m.workspace_bytes} bytes)")
     return 0
 

@@ -29,6 +29,8 @@ def test_compile_and_run(tmp_path, capsys):
     assert main(["compile", str(GOLDEN / "softmax.sir"), "-o", str(out), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["library"] == "model.so" and (out / "model.h").exists()
+    assert info["weights"] == "" and info["weights_bytes"] == 0      # no constant of 4 KB
+    assert not (out / "model.weights").exists()
     x = np.random.default_rng(0).standard_normal((2, 5)).astype(np.float32)
     np.save(tmp_path / "x.npy", x)
     assert main(["run", str(out), "--input", f"x={tmp_path / 'x.npy'}",
