@@ -118,17 +118,17 @@ class Compilation:
         llmod = self.llvm()
         out_dir.mkdir(parents=True, exist_ok=True)
         weights = module_weights(llmod)
+        lib = "model.so" if self.target.can_link_here else "model.o"
+        weights_name = abi.weights_file(lib)
         say(f"generating code for {self.target.name}")
         with ThreadPoolExecutor(1, thread_name_prefix="solir-weights") as pool:
             # the weights file is written (and hashed) while LLVM works
-            weights_hash = (pool.submit(weights.write, out_dir / abi.WEIGHTS_FILE)
-                            if weights is not None else None)
+            writing = (pool.submit(weights.write, out_dir / weights_name)
+                       if weights is not None else None)
             objs = machine.compile_objects(llmod, self.target)
-            if weights_hash is not None:
-                weights_hash.result()
+            weights_hash = writing.result() if writing is not None else ""
         f = kernel.funcs[0]
         ins, outs = abi.specs_for(f)
-        lib = "model.so" if self.target.can_link_here else "model.o"
         if self.target.can_link_here:
             say("linking")
             build.link_shared(objs, out_dir / lib, str(cache_root()))
@@ -141,9 +141,8 @@ class Compilation:
                          solir_version=VERSION, ir_hash=self.ir_key(), library=lib,
                          model=model or {}, extra=extra or {})
         m.library_hash = abi.file_hash(out_dir / lib)
-        if weights is not None and weights_hash is not None:
-            m.weights, m.weights_bytes, m.weights_hash = (abi.WEIGHTS_FILE, weights.size,
-                                                          weights_hash.result())
+        if weights is not None:
+            m.weights, m.weights_bytes, m.weights_hash = weights_name, weights.size, weights_hash
         m.write(out_dir)
         (out_dir / "model.h").write_text(abi.c_header(m))
         return m

@@ -14,7 +14,6 @@ from solir.ir.core import Func
 from solir.ir.types import DType, TensorType
 
 MANIFEST = "manifest.json"
-WEIGHTS_FILE = "model.weights"   # beside model.so, found by the runtime's solir_weights
 FORMAT = 1
 
 
@@ -72,6 +71,12 @@ class Manifest:
         except (ValueError, TypeError, KeyError) as e:
             raise CacheError(f"{path} is corrupted or from another solir version: {e}",
                              fix="recompile it (`solir compile`), or delete the cache entry") from None
+
+
+def weights_file(library: str) -> str:
+    """The name of a library's weights file: its stem with ".weights" (model.so ->
+    model.weights), the name the runtime's solir_weights (threadpool.c) maps."""
+    return Path(library).with_suffix(".weights").name
 
 
 def specs_for(f: Func) -> tuple[list[TensorSpec], list[TensorSpec]]:

@@ -26,6 +26,7 @@ from solir.targets import Target
 PTR = ir.PointerType()
 UNROLL = 4          # independent vector accumulators in an innermost vector reduction
 JAM = 4             # output vectors computed together over a reduction (a conv's taps)
+SPLITTABLE = ("add", "mul", "max", "min", "and", "or")   # combiners several accumulators may share
 CHUNK_FN_TYPE = ir.FunctionType(ir.VoidType(), [PTR, I64, I64])
 
 
@@ -112,20 +113,18 @@ class _GenericEmitter:
         if depth == len(self.order):
             self.point(lanes)
             return
-        if depth == self.acc_depth and self.jam is not None:
-            jam = self.jam
+        if depth == self.acc_depth:
+            jam = self.jam or [None]             # one accumulator per jammed output vector
             self.jam_accs = []
             for _ in jam:
                 self.begin_accumulate(lanes)
                 self.jam_accs.append(self.acc)
             self.loops(depth, lanes)
             for iv, acc in zip(jam, self.jam_accs):
-                self.ivs[self.vdim], self.acc = iv, acc   # type: ignore[index]
+                if iv is not None:
+                    self.ivs[self.vdim] = iv       # type: ignore[index]
+                self.acc = acc
                 self.end_accumulate(lanes)
-        elif depth == self.acc_depth:
-            self.begin_accumulate(lanes)
-            self.loops(depth, lanes)
-            self.end_accumulate(lanes)
         else:
             self.loops(depth, lanes)
 
@@ -205,7 +204,7 @@ class _GenericEmitter:
         through the reduction together (up to JAM; each output's order of combination is
         unchanged); 1: one at a time."""
         if (self.vdim is None or self.its[self.vdim] != "p" or self.acc_depth != depth + 1
-                or "s" in self.its or self.comb not in ("add", "mul", "max", "min", "and", "or")):
+                or "s" in self.its or self.comb not in SPLITTABLE):
             return 1
         return max(1, min(JAM, self.dims[self.vdim] // self.width))
 
@@ -215,7 +214,7 @@ class _GenericEmitter:
         still the same on every run and thread count)."""
         return (depth == len(self.order) - 1 and self.vdim is not None
                 and self.its[self.vdim] == "r" and "s" not in self.its
-                and self.comb in ("add", "mul", "max", "min", "and", "or"))
+                and self.comb in SPLITTABLE)
 
     def _acc_types(self) -> tuple[DType, DType]:
         y = self.body.ops[-1].operands[0].type.dtype
@@ -432,10 +431,10 @@ class _GenericEmitter:
         return valid, flat
 
     def load_padded_vector(self, e: ElementEmitter, k: int, lanes: int, name: str) -> ir.Value:
-        """A padded read whose last index steps by c along the lanes (schedule.padded_vector_read):
-        one masked load of the c * lanes elements from lane 0's position, every c-th kept.
-        Lanes outside the tensor (or all of them, when an outer index is) are masked off, so
-        they never touch memory and read the pad value."""
+        """A padded read whose last index steps along the lanes (schedule.padded_vector_read).
+        By 1: one masked load from lane 0's position; lanes outside the tensor (or all of
+        them, when an outer index is) are masked off, so they never touch memory and read the
+        pad value. By c > 1: _load_padded_lanes."""
         b = self.b
         v, m, pad = self.op.operands[k], self.maps[k], self.pads[k]
         dt = v.type.dtype
@@ -446,26 +445,19 @@ class _GenericEmitter:
         x0 = self._offset(list(last.coeffs), last.const)           # lane 0's last index
         if c > 1:
             return self._load_padded_lanes(e, k, lanes, row_ok, row, x0, name)
-        span = c * lanes
-        wide = ElementEmitter(self.llmod, b, span)
-        pos = b.add(wide.splat(x0), ir.Constant(ir.VectorType(I64, span), list(range(span))))
-        used = ir.Constant(ir.VectorType(ir.IntType(1), span), [j % c == 0 for j in range(span)])
-        mask = b.and_(b.and_(used, b.icmp_signed(">=", pos, wide.const(DType.I64, 0))),
-                      b.icmp_signed("<", pos, wide.const(DType.I64, width)))
-        mask = b.and_(mask, wide.splat(row_ok))
+        pos = b.add(e.splat(x0), ir.Constant(ir.VectorType(I64, lanes), list(range(lanes))))
+        mask = b.and_(b.icmp_signed(">=", pos, e.const(DType.I64, 0)),
+                      b.icmp_signed("<", pos, e.const(DType.I64, width)))
+        mask = b.and_(mask, e.splat(row_ok))
         st = storage_type(dt)
         addr = b.gep(self.ptrs[k], [b.add(b.mul(row, const64(width)), x0)], source_etype=st)
         computed = st == scalar_type(dt)     # else f16/bf16/i1 storage: pad after converting
-        raw = wide.masked_load(ir.VectorType(st, span), addr, dt.itemsize, mask,
-                               wide.const(dt, padv) if computed
-                               else ir.Constant(ir.VectorType(st, span), None))
-        every_c = ir.Constant(ir.VectorType(ir.IntType(32), lanes), [j * c for j in range(lanes)])
-        if c > 1:
-            raw = b.shuffle_vector(raw, raw, every_c)
+        raw = e.masked_load(ir.VectorType(st, lanes), addr, dt.itemsize, mask,
+                            e.const(dt, padv) if computed
+                            else ir.Constant(ir.VectorType(st, lanes), None))
         x = self.to_compute(raw, dt, lanes, _llname(name))
         if not computed:
-            lane_ok = b.shuffle_vector(mask, mask, every_c) if c > 1 else mask
-            x = b.select(lane_ok, x, e.const(dt, padv))
+            x = b.select(mask, x, e.const(dt, padv))
         return x
 
     def _load_padded_lanes(self, e: ElementEmitter, k: int, lanes: int, row_ok: ir.Value,
@@ -487,7 +479,8 @@ class _GenericEmitter:
                                        b.icmp_signed("<=", b.add(x0, const64(span)), const64(width))))
         with b.if_else(inside, likely=True) as (whole, edge):
             with whole:
-                addr = b.gep(self.ptrs[k], [b.add(base, x0)], source_etype=st, inbounds=True)
+                addr = b.gep(self.ptrs[k], [b.add(base, x0)], source_etype=st,
+                             inbounds=self.inbounds)
                 raw = b.load(addr, typ=ir.VectorType(st, span), align=dt.itemsize)
                 every_c = ir.Constant(ir.VectorType(ir.IntType(32), lanes),
                                       [j * c for j in range(lanes)])
