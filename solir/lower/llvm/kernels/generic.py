@@ -463,11 +463,13 @@ class _GenericEmitter:
     def _load_padded_lanes(self, e: ElementEmitter, k: int, lanes: int, row_ok: ir.Value,
                            row: ir.Value, x0: ir.Value, name: str) -> ir.Value:
         """A padded read stepping by c > 1 along the lanes. Where all c * lanes elements from
-        lane 0's position are inside the row (most vectors of a row), one plain load of them
-        and a shuffle; at the row's edges, one checked scalar load per lane (each from index 0
-        of the row where it is outside). Not one masked load of c * lanes elements: LLVM
-        22's x86 lowering of that with a shuffle loaded a lane whose mask was off (a
-        stride-3 depthwise pad then read the next row's values)."""
+        lane 0's position are inside the row (most vectors of a wide row), one plain load of
+        them and a shuffle; at the row's edges (every vector of a 14-wide row), c masked
+        loads of one vector each (lanes outside the row are not read), the same shuffle, and
+        a select of the pad value for the lanes outside. Not one masked load of c * lanes
+        elements, nor the masked loads' pass-through values: LLVM 22's x86 lowering of that
+        with a shuffle loaded a lane whose mask was off (a stride-3 depthwise pad then read
+        the next row's values)."""
         b = self.b
         v, pad = self.op.operands[k], self.pads[k]
         dt = v.type.dtype
@@ -475,6 +477,7 @@ class _GenericEmitter:
         st = storage_type(dt)
         base = b.mul(row, const64(width))
         span = c * lanes
+        every_c = ir.Constant(ir.VectorType(ir.IntType(32), lanes), [j * c for j in range(lanes)])
         inside = b.and_(row_ok, b.and_(b.icmp_signed(">=", x0, const64(0)),
                                        b.icmp_signed("<=", b.add(x0, const64(span)), const64(width))))
         with b.if_else(inside, likely=True) as (whole, edge):
@@ -482,22 +485,39 @@ class _GenericEmitter:
                 addr = b.gep(self.ptrs[k], [b.add(base, x0)], source_etype=st,
                              inbounds=self.inbounds)
                 raw = b.load(addr, typ=ir.VectorType(st, span), align=dt.itemsize)
-                every_c = ir.Constant(ir.VectorType(ir.IntType(32), lanes),
-                                      [j * c for j in range(lanes)])
                 fast = self.to_compute(b.shuffle_vector(raw, raw, every_c), dt, lanes,
                                        _llname(name))
                 fast_block = b.block
             with edge:
-                e1 = ElementEmitter(self.llmod, b, 1)
-                padv = e1.const(dt, pad if pad is not None else 0)
-                slow: ir.Value = ir.Constant(fast.type, ir.Undefined)
-                for lane in range(lanes):
-                    pos = b.add(x0, const64(lane * c))
-                    ok = b.and_(row_ok, b.and_(b.icmp_signed(">=", pos, const64(0)),
-                                               b.icmp_signed("<", pos, const64(width))))
-                    x = self.load(e1, k, dt, b.add(base, b.select(ok, pos, const64(0))), 1, 0, name)
-                    slow = b.insert_element(slow, b.select(ok, x, padv),
-                                            ir.Constant(ir.IntType(32), lane))
+                vty = ir.VectorType(st, lanes)
+
+                i32 = ir.IntType(32)
+
+                def in_row(first: ir.Value, step: int) -> ir.Value:
+                    """Which lanes' positions first + j*step are inside the row (as i32:
+                    half the work of i64 compares, and a row is shorter than 2^31)."""
+                    pos = b.add(e.splat(b.trunc(first, i32)),
+                                ir.Constant(ir.VectorType(i32, lanes),
+                                            [j * step for j in range(lanes)]))
+                    ok = b.and_(b.icmp_signed(">=", pos, e.const(DType.I32, 0)),
+                                b.icmp_signed("<", pos, e.const(DType.I32, width)))
+                    return b.and_(ok, e.splat(row_ok))
+                parts = []
+                for i in range(c):               # elements x0 + i*lanes .. x0 + (i+1)*lanes
+                    first = b.add(x0, const64(i * lanes))
+                    addr = b.gep(self.ptrs[k], [b.add(base, first)], source_etype=st)
+                    parts.append(e.masked_load(vty, addr, dt.itemsize, in_row(first, 1),
+                                               ir.Constant(vty, None)))
+                while len(parts) & (len(parts) - 1):       # a power of two, to pair them up
+                    parts.append(ir.Constant(parts[0].type, None))
+                while len(parts) > 1:
+                    n = parts[0].type.count
+                    pair = ir.Constant(ir.VectorType(ir.IntType(32), 2 * n), list(range(2 * n)))
+                    parts = [b.shuffle_vector(parts[i], parts[i + 1], pair)
+                             for i in range(0, len(parts), 2)]
+                picked = self.to_compute(b.shuffle_vector(parts[0], parts[0], every_c), dt,
+                                         lanes, _llname(name))
+                slow = b.select(in_row(x0, c), picked, e.const(dt, pad if pad is not None else 0))
                 slow_block = b.block
         out = b.phi(fast.type)
         out.add_incoming(fast, fast_block)
