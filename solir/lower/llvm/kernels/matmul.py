@@ -11,7 +11,8 @@
           per k step, reading one Bp row (NR/lanes vectors) and MR broadcast Ap elements;
           then C += (p0 > 0) or C = the tile. Edge tiles run the narrowest microkernel
           covering their columns (whole vectors) into a scratch tile and copy its valid part
-          out, so they cost no more than a full one.
+          out, so they cost no more than a full one; full-width tiles of the last rows run a
+          microkernel of their height straight into C.
           With an epilogue (bias, BN, activation: solir/lower/epilogue.py) the last K block
           stores epilogue(C + tile), element by element from the registers; the epilogue's
           operands are read at the tile's rows and columns. Such a matmul gets its own
@@ -127,9 +128,14 @@ class _MatmulEmitter:
         # blocking and dtype: a ResNet's twenty convolutions have three. An operand's row
         # stride is an argument.
         what = name.split(".", 2)[-1]          # the fused ops, as in the kernel's name
-        self.prefix = f"solir.mm.{what}.{self._epilogue_tag()}." if self.epi else "solir.mm."
         self.mcp = -(-self.mc // self.mr) * self.mr       # blocks padded to whole panels
         self.ncp = -(-self.nc // self.nr) * self.nr
+        # the heights of this product's last row tiles (M and MC are known): a full-width one
+        # runs a microkernel of that height straight into C (a 64-row product's last tile has
+        # 4 rows: no scratch tile, no element-by-element copy through the epilogue)
+        self.heights = tuple(sorted({min(M - i0, self.mc) % self.mr
+                                     for i0 in range(0, M, self.mc)} - {0}))
+        self.prefix = f"solir.mm.{what}.{self._epilogue_tag()}." if self.epi else "solir.mm."
 
     def _epilogue_tag(self) -> str:
         import hashlib
@@ -140,7 +146,8 @@ class _MatmulEmitter:
             namer.names[a] = f"a{k}"
         p.block_ops(self.epi, namer, 0)
         key = "\n".join(p.lines) + repr((tuple(cn for _, _, cn, _ in self.epi_coeffs),
-                                          self.K > self.kc, self.mr, self.nr, str(self.dtype)))
+                                          self.K > self.kc, self.mr, self.nr, str(self.dtype),
+                                          self.heights))
         return hashlib.sha1(key.encode()).hexdigest()[:10]
 
     def direct_a(self) -> bool:
@@ -202,10 +209,14 @@ class _MatmulEmitter:
         zero = ir.Constant(self.vty, [0.0] * lanes) if lanes > 1 else ir.Constant(self.ety, 0.0)
         e = ElementEmitter(self.llmod, b, lanes)     # llvm.fmuladd: an FMA where there is one
         valign = self.size * lanes if (nr * self.size) % (self.size * lanes) == 0 else self.size
-        # C's tile is read (accumulate) and written only after the k loop: ask for its lines
-        # now, so they arrive while the FMAs run instead of stalling the write-back
+        # C's tiles are read (accumulate) and written only after the k loop: ask for the lines
+        # of the next tile down (the block's next one) now, so they arrive while this tile's
+        # and that one's FMAs run instead of stalling the write-back. This tile's own would
+        # come too late where K is short (a 32-deep pointwise conv writes a new line every
+        # 32 FMAs). Past the block's last row they are the next block's, or nothing's (a
+        # prefetch never faults).
         for i in range(mr):
-            row = b.mul(const64(i), ldc)
+            row = b.mul(const64(i + self.mr), ldc)
             for off in range(0, nv * lanes, max(1, 64 // self.size)):
                 e.prefetch(b.gep(c, [b.add(row, const64(off))], source_etype=self.ety), write=True)
 
@@ -595,7 +606,8 @@ class _MatmulEmitter:
         the narrowest microkernel covering them (_edge_tile). direct: `ap` = &A(b, i0, p0)
         read in place by micro.da with stride lda. One serves every matmul of a blocking;
         the last K block of a matmul with an epilogue runs its own (epilogue_block_fn)."""
-        return self._helper(f"block{self.mr}x{self.nr}{'.da' if direct else ''}",
+        heights = "".join(f".h{h}" for h in self.heights)
+        return self._helper(f"block{self.mr}x{self.nr}{'.da' if direct else ''}{heights}",
                             self._block_args(direct),
                             lambda b, a: self._tiles(b, a, direct, micro, None))
 
@@ -694,18 +706,33 @@ class _MatmulEmitter:
                             b.call(self.microkernel(direct, v), head + more)
                         with o:
                             cascade(v + 1)
-                cascade(1)
-                self._copy_edge(b, ctile, c, ldc, hm, wn, accumulate, (ptrs, rows))
+
+                def short(heights: tuple[int, ...]) -> None:
+                    """A full-width tile of one of the product's edge heights: its own
+                    epilogue microkernel, straight into C; any other edge tile: the scratch
+                    tile, copied out through the epilogue."""
+                    if not heights:
+                        cascade(1)
+                        self._copy_edge(b, ctile, c, ldc, hm, wn, accumulate, (ptrs, rows))
+                        return
+                    h = heights[0]
+                    with b.if_else(b.and_(b.icmp_signed("==", hm, const64(h)),
+                                          b.icmp_signed("==", wn, const64(self.nr)))) as (t, o):
+                        with t:
+                            b.call(self.microkernel(direct, None, h, epilogue=True),
+                                   [k, ap, bp, c, ldc, accumulate] + more + ptrs + rows)
+                        with o:
+                            short(heights[1:])
+                short(self.heights)
         b.ret_void()
         return fn
 
     def _edge_tile(self, b: ir.IRBuilder, direct: bool, hm: ir.Value, wn: ir.Value,
                    head: list[ir.Value], more: list[ir.Value], cptr: ir.Value, ldc: ir.Value,
                    accumulate: ir.Value, ctile: ir.Value) -> None:
-        """An edge tile (hm <= MR rows, wn <= NR columns). With A read in place, a full-width
-        one runs the hm-row microkernel straight into C (a 49-row product's last tile: one
-        row, not six). Else
-        the microkernel with the fewest vectors that cover wn columns (a 196-column
+        """An edge tile (hm <= MR rows, wn <= NR columns). A full-width one of the product's
+        edge heights runs the hm-row microkernel straight into C (a 49-row product's last
+        tile: one row, not six). Else the microkernel with the fewest vectors that cover wn columns (a 196-column
         product's last panel has 4: one vector, not four), straight into C when the tile is
         exactly that wide and MR tall, else into the scratch tile and copied out."""
         lanes = self.lanes
@@ -731,20 +758,20 @@ class _MatmulEmitter:
                 with otherwise:
                     cascade(v + 1)
 
-        def rows(h: int) -> None:
-            """A full-width tile of h < MR rows: the h-row microkernel, straight into C."""
-            if h == self.mr:
+        def rows(heights: tuple[int, ...]) -> None:
+            """A full-width tile of one of the product's edge heights: the microkernel of
+            that height, straight into C."""
+            if not heights:
                 cascade(1)
                 return
+            h = heights[0]
             full = b.and_(b.icmp_signed("==", hm, const64(h)), b.icmp_signed("==", wn, const64(self.nr)))
             with b.if_else(full) as (then, otherwise):
                 with then:
                     b.call(self.microkernel(direct, None, h), head + [cptr, ldc, accumulate] + more)
                 with otherwise:
-                    rows(h + 1)
-        # only where A is read in place: a small A (few rows), where the last tile's share
-        # is large; each height is one more microkernel to compile
-        rows(1 if direct else self.mr)
+                    rows(heights[1:])
+        rows(self.heights)
 
     def _copy_edge(self, b: ir.IRBuilder, tile: ir.Value, cptr: ir.Value, ldc: ir.Value,
                    hm: ir.Value, wn: ir.Value, accumulate: ir.Value,
