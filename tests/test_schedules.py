@@ -71,6 +71,19 @@ def test_matmul_blocking_gives_two_threads_equal_shares(m, n, k, target):
     assert b["mc"] % b["mr"] == 0 and b["nc"] % b["nr"] == 0
 
 
+def test_one_row_block_keeps_its_packed_b_block_in_half_of_l2():
+    """A pointwise conv's product (128 rows, one row block) reads each packed B block once:
+    the block is sized for L2, not L3. A product of several row blocks keeps L3's."""
+    from solir.lower.schedule import matmul_blocking
+    from solir.targets import TARGETS
+    t = TARGETS["avx2"]
+    b = matmul_blocking(t, 4, 128, 3136, 128)
+    assert -(-128 // b["mc"]) == 1
+    assert b["kc"] * b["nc"] * 4 <= t.l2_kib * 1024 // 2 < b["kc"] * 3136 * 4
+    big = matmul_blocking(t, 4, 1024, 3136, 128)
+    assert -(-1024 // big["mc"]) > 1 and big["nc"] > b["nc"]
+
+
 @st.composite
 def epilogue_case(draw):
     batch = draw(st.sampled_from([1, 2]))

@@ -179,3 +179,20 @@ def test_matmuls_with_the_same_epilogue_share_one_microkernel(rng):
     assert len(micros) == 2, micros             # one for both ReLU layers, one for the tanh
     h = np.maximum(np.maximum(x @ w1 + b1, 0) @ w2 + b2, 0)
     np.testing.assert_allclose(lowered.compile()(*args), np.tanh(h @ w3 + b3), rtol=1e-4, atol=1e-4)
+
+
+def test_the_last_rows_run_a_microkernel_of_their_height(rng):
+    """64 rows in tiles of 6 leave a 4-row tile in each column: with a fused epilogue it
+    runs a 4-row epilogue microkernel straight into C (only the heights M and MC give are
+    compiled), and results agree with numpy."""
+    import jax.numpy as jnp
+    x = rng.standard_normal((64, 96)).astype(np.float32)
+    w = rng.standard_normal((96, 256)).astype(np.float32)
+    v = rng.standard_normal(256).astype(np.float32)
+    fn = lambda x, w, v: jnp.maximum(x @ w + v, 0)      # noqa: E731
+    lowered = solir.jit(fn, options=solir.Options(epilogue_bytes=0)).lower(x, w, v)
+    text = lowered.as_text("llvm")
+    heights = set(re.findall(r'^define [^@]*@"solir\.mm\.matmul[^"]*\.micro(\d+)of6x16', text, re.M))
+    assert heights == {"4"}, heights
+    np.testing.assert_allclose(lowered.compile()(x, w, v), np.maximum(x @ w + v, 0),
+                               rtol=1e-4, atol=1e-4)
