@@ -132,9 +132,12 @@ class _MatmulEmitter:
         self.ncp = -(-self.nc // self.nr) * self.nr
         # the heights of this product's last row tiles (M and MC are known): a full-width one
         # runs a microkernel of that height straight into C (a 64-row product's last tile has
-        # 4 rows: no scratch tile, no element-by-element copy through the epilogue)
+        # 4 rows: no scratch tile, no element-by-element copy through the epilogue). The
+        # functions that choose among them (block, tile) are named after them; the
+        # microkernels they call are shared by every product of the blocking (or epilogue).
         self.heights = tuple(sorted({min(M - i0, self.mc) % self.mr
                                      for i0 in range(0, M, self.mc)} - {0}))
+        self.h_tag = "".join(f".h{h}" for h in self.heights)
         self.prefix = f"solir.mm.{what}.{self._epilogue_tag()}." if self.epi else "solir.mm."
 
     def _epilogue_tag(self) -> str:
@@ -146,8 +149,7 @@ class _MatmulEmitter:
             namer.names[a] = f"a{k}"
         p.block_ops(self.epi, namer, 0)
         key = "\n".join(p.lines) + repr((tuple(cn for _, _, cn, _ in self.epi_coeffs),
-                                          self.K > self.kc, self.mr, self.nr, str(self.dtype),
-                                          self.heights))
+                                          self.K > self.kc, self.mr, self.nr, str(self.dtype)))
         return hashlib.sha1(key.encode()).hexdigest()[:10]
 
     def direct_a(self) -> bool:
@@ -606,8 +608,7 @@ class _MatmulEmitter:
         the narrowest microkernel covering them (_edge_tile). direct: `ap` = &A(b, i0, p0)
         read in place by micro.da with stride lda. One serves every matmul of a blocking;
         the last K block of a matmul with an epilogue runs its own (epilogue_block_fn)."""
-        heights = "".join(f".h{h}" for h in self.heights)
-        return self._helper(f"block{self.mr}x{self.nr}{'.da' if direct else ''}{heights}",
+        return self._helper(f"block{self.mr}x{self.nr}{'.da' if direct else ''}{self.h_tag}",
                             self._block_args(direct),
                             lambda b, a: self._tiles(b, a, direct, micro, None))
 
@@ -615,7 +616,7 @@ class _MatmulEmitter:
         """block.epi(... as block ..., ctx): the last K block of a matmul with an epilogue,
         every tile through tile_fn; ctx holds the epilogue operands' pointers at the block,
         then their row strides."""
-        name = f"{self.prefix}block{'.da' if direct else ''}"
+        name = f"{self.prefix}block{'.da' if direct else ''}{self.h_tag}"
         if name in self.llmod.globals:
             return self.llmod.globals[name]
         args = self._block_args(direct) + [("ctx", PTR)]
@@ -671,7 +672,7 @@ class _MatmulEmitter:
         tile, copied out through the epilogue."""
         fty = ir.FunctionType(ir.VoidType(), [I64, PTR, PTR, PTR, I64, I1, I64, I64, I64, PTR,
                                               PTR, I64, I64])
-        name = f"{self.prefix}tile{'.da' if direct else ''}"
+        name = f"{self.prefix}tile{'.da' if direct else ''}{self.h_tag}"
         if name in self.llmod.globals:
             return self.llmod.globals[name]
         fn = ir.Function(self.llmod, fty, name)
@@ -746,7 +747,7 @@ class _MatmulEmitter:
                     b.call(micro, head + [cptr, ldc, accumulate] + more)
                 with otherwise:
                     b.call(micro, head + [ctile, const64(self.nr), ir.Constant(I1, 0)] + more)
-                    self._copy_edge(b, ctile, cptr, ldc, hm, wn, accumulate, None)
+                    b.call(self.copy_edge_fn(), [ctile, cptr, ldc, hm, wn, accumulate])
 
         def cascade(v: int) -> None:
             if v == self.nv:
@@ -772,6 +773,14 @@ class _MatmulEmitter:
                 with otherwise:
                     rows(heights[1:])
         rows(self.heights)
+
+    def copy_edge_fn(self) -> ir.Function:
+        """copyedge(tile, c, ldc, hm, wn, accumulate): _copy_edge without an epilogue, one
+        function for every block of the module (LLVM vectorizes and unrolls its loop: a
+        copy inside each block function made each one as slow to compile as a microkernel)."""
+        return self._helper(f"copyedge{self.nr}", [("tile", PTR), ("c", PTR), ("ldc", I64),
+                                                   ("hm", I64), ("wn", I64), ("accumulate", I1)],
+                            lambda b, a: self._copy_edge(b, *a, None))
 
     def _copy_edge(self, b: ir.IRBuilder, tile: ir.Value, cptr: ir.Value, ldc: ir.Value,
                    hm: ir.Value, wn: ir.Value, accumulate: ir.Value,
