@@ -445,10 +445,7 @@ class _GenericEmitter:
         x0 = self._offset(list(last.coeffs), last.const)           # lane 0's last index
         if c > 1:
             return self._load_padded_lanes(e, k, lanes, row_ok, row, x0, name)
-        pos = b.add(e.splat(x0), ir.Constant(ir.VectorType(I64, lanes), list(range(lanes))))
-        mask = b.and_(b.icmp_signed(">=", pos, e.const(DType.I64, 0)),
-                      b.icmp_signed("<", pos, e.const(DType.I64, width)))
-        mask = b.and_(mask, e.splat(row_ok))
+        mask = self._lanes_in_row(e, x0, 1, width, row_ok)
         st = storage_type(dt)
         addr = b.gep(self.ptrs[k], [b.add(b.mul(row, const64(width)), x0)], source_etype=st)
         computed = st == scalar_type(dt)     # else f16/bf16/i1 storage: pad after converting
@@ -459,6 +456,18 @@ class _GenericEmitter:
         if not computed:
             x = b.select(mask, x, e.const(dt, padv))
         return x
+
+    def _lanes_in_row(self, e: ElementEmitter, first: ir.Value, step: int, width: int,
+                      row_ok: ir.Value) -> ir.Value:
+        """Which lanes' positions first + j*step lie inside a row of `width` (all off when
+        the row itself is outside, `row_ok` false). Compared as i32: half the work of i64
+        compares, and a row is shorter than 2^31."""
+        b, i32 = self.b, ir.IntType(32)
+        pos = b.add(e.splat(b.trunc(first, i32)),
+                    ir.Constant(ir.VectorType(i32, e.lanes), [j * step for j in range(e.lanes)]))
+        ok = b.and_(b.icmp_signed(">=", pos, e.const(DType.I32, 0)),
+                    b.icmp_signed("<", pos, e.const(DType.I32, width)))
+        return b.and_(ok, e.splat(row_ok))
 
     def _load_padded_lanes(self, e: ElementEmitter, k: int, lanes: int, row_ok: ir.Value,
                            row: ir.Value, x0: ir.Value, name: str) -> ir.Value:
@@ -490,23 +499,12 @@ class _GenericEmitter:
                 fast_block = b.block
             with edge:
                 vty = ir.VectorType(st, lanes)
-
-                i32 = ir.IntType(32)
-
-                def in_row(first: ir.Value, step: int) -> ir.Value:
-                    """Which lanes' positions first + j*step are inside the row (as i32:
-                    half the work of i64 compares, and a row is shorter than 2^31)."""
-                    pos = b.add(e.splat(b.trunc(first, i32)),
-                                ir.Constant(ir.VectorType(i32, lanes),
-                                            [j * step for j in range(lanes)]))
-                    ok = b.and_(b.icmp_signed(">=", pos, e.const(DType.I32, 0)),
-                                b.icmp_signed("<", pos, e.const(DType.I32, width)))
-                    return b.and_(ok, e.splat(row_ok))
                 parts = []
                 for i in range(c):               # elements x0 + i*lanes .. x0 + (i+1)*lanes
                     first = b.add(x0, const64(i * lanes))
                     addr = b.gep(self.ptrs[k], [b.add(base, first)], source_etype=st)
-                    parts.append(e.masked_load(vty, addr, dt.itemsize, in_row(first, 1),
+                    parts.append(e.masked_load(vty, addr, dt.itemsize,
+                                               self._lanes_in_row(e, first, 1, width, row_ok),
                                                ir.Constant(vty, None)))
                 while len(parts) & (len(parts) - 1):       # a power of two, to pair them up
                     parts.append(ir.Constant(parts[0].type, None))
@@ -517,7 +515,8 @@ class _GenericEmitter:
                              for i in range(0, len(parts), 2)]
                 picked = self.to_compute(b.shuffle_vector(parts[0], parts[0], every_c), dt,
                                          lanes, _llname(name))
-                slow = b.select(in_row(x0, c), picked, e.const(dt, pad if pad is not None else 0))
+                slow = b.select(self._lanes_in_row(e, x0, c, width, row_ok), picked,
+                                e.const(dt, pad if pad is not None else 0))
                 slow_block = b.block
         out = b.phi(fast.type)
         out.add_incoming(fast, fast_block)

@@ -708,23 +708,12 @@ class _MatmulEmitter:
                         with o:
                             cascade(v + 1)
 
-                def short(heights: tuple[int, ...]) -> None:
-                    """A full-width tile of one of the product's edge heights: its own
-                    epilogue microkernel, straight into C; any other edge tile: the scratch
-                    tile, copied out through the epilogue."""
-                    if not heights:
-                        cascade(1)
-                        self._copy_edge(b, ctile, c, ldc, hm, wn, accumulate, (ptrs, rows))
-                        return
-                    h = heights[0]
-                    with b.if_else(b.and_(b.icmp_signed("==", hm, const64(h)),
-                                          b.icmp_signed("==", wn, const64(self.nr)))) as (t, o):
-                        with t:
-                            b.call(self.microkernel(direct, None, h, epilogue=True),
-                                   [k, ap, bp, c, ldc, accumulate] + more + ptrs + rows)
-                        with o:
-                            short(heights[1:])
-                short(self.heights)
+                def scratch_tile() -> None:
+                    cascade(1)
+                    self._copy_edge(b, ctile, c, ldc, hm, wn, accumulate, (ptrs, rows))
+                self._by_height(b, hm, wn, lambda h: b.call(
+                    self.microkernel(direct, None, h, epilogue=True),
+                    [k, ap, bp, c, ldc, accumulate] + more + ptrs + rows), scratch_tile)
         b.ret_void()
         return fn
 
@@ -733,9 +722,10 @@ class _MatmulEmitter:
                    accumulate: ir.Value, ctile: ir.Value) -> None:
         """An edge tile (hm <= MR rows, wn <= NR columns). A full-width one of the product's
         edge heights runs the hm-row microkernel straight into C (a 49-row product's last
-        tile: one row, not six). Else the microkernel with the fewest vectors that cover wn columns (a 196-column
-        product's last panel has 4: one vector, not four), straight into C when the tile is
-        exactly that wide and MR tall, else into the scratch tile and copied out."""
+        tile: one row, not six). Else the microkernel with the fewest vectors that cover wn
+        columns (a 196-column product's last panel has 4: one vector, not four), straight
+        into C when the tile is exactly that wide and MR tall, else into the scratch tile
+        and copied out."""
         lanes = self.lanes
 
         def run(vectors: int) -> None:
@@ -759,20 +749,28 @@ class _MatmulEmitter:
                 with otherwise:
                     cascade(v + 1)
 
-        def rows(heights: tuple[int, ...]) -> None:
-            """A full-width tile of one of the product's edge heights: the microkernel of
-            that height, straight into C."""
+        self._by_height(b, hm, wn, lambda h: b.call(self.microkernel(direct, None, h),
+                                                     head + [cptr, ldc, accumulate] + more),
+                        lambda: cascade(1))
+
+    def _by_height(self, b: ir.IRBuilder, hm: ir.Value, wn: ir.Value,
+                   height: Callable[[int], object], other: Callable[[], object]) -> None:
+        """An edge tile of hm rows and wn columns: `height(h)` (the h-row microkernel,
+        straight into C) for a full-width tile of one of the product's edge heights h,
+        `other()` for any other."""
+        def choose(heights: tuple[int, ...]) -> None:
             if not heights:
-                cascade(1)
+                other()
                 return
             h = heights[0]
-            full = b.and_(b.icmp_signed("==", hm, const64(h)), b.icmp_signed("==", wn, const64(self.nr)))
+            full = b.and_(b.icmp_signed("==", hm, const64(h)),
+                          b.icmp_signed("==", wn, const64(self.nr)))
             with b.if_else(full) as (then, otherwise):
                 with then:
-                    b.call(self.microkernel(direct, None, h), head + [cptr, ldc, accumulate] + more)
+                    height(h)
                 with otherwise:
-                    rows(heights[1:])
-        rows(self.heights)
+                    choose(heights[1:])
+        choose(self.heights)
 
     def copy_edge_fn(self) -> ir.Function:
         """copyedge(tile, c, ldc, hm, wn, accumulate): _copy_edge without an epilogue, one
