@@ -7,6 +7,7 @@ import re
 import struct
 
 import numpy as np
+import llvmlite.ir as ir
 import pytest
 
 import solir
@@ -179,6 +180,42 @@ def test_matmuls_with_the_same_epilogue_share_one_microkernel(rng):
     assert len(micros) == 2, micros             # one for both ReLU layers, one for the tanh
     h = np.maximum(np.maximum(x @ w1 + b1, 0) @ w2 + b2, 0)
     np.testing.assert_allclose(lowered.compile()(*args), np.tanh(h @ w3 + b3), rtol=1e-4, atol=1e-4)
+
+
+def test_identical_kernels_are_compiled_once(rng):
+    """Two softmaxes of one shape (their values named differently) run one row kernel,
+    called twice; module_text prints the module as llvmlite does; results agree."""
+    import jax
+    x = rng.standard_normal((64, 96)).astype(np.float32)
+    w = rng.standard_normal((96, 96)).astype(np.float32)
+
+    def f(x, w):
+        return jax.nn.softmax(jax.nn.softmax(x) @ w)
+    lowered = solir.jit(f).lower(x, w)
+    llmod = lowered.compilation.llvm()
+    text = machine.module_text(llmod)
+    assert text == str(llmod)
+    rows = re.findall(r'^define [^@]*@"(f\.k\d+\.rows_[^"]*)"', text, re.M)
+    assert len(rows) == 1, rows
+    entry = text.split('define i32 @"f"')[1].split("\n}")[0]
+    assert entry.count(f'@"{rows[0]}"') == 2
+    want = jax.nn.softmax(jax.nn.softmax(x) @ w)
+    np.testing.assert_allclose(lowered.compile()(x, w), want, rtol=1e-5, atol=1e-6)
+
+
+def test_the_builder_folds_index_arithmetic():
+    """x * 1, x + 0, x * 0 and constant arithmetic make no instruction; i64 wraps."""
+    from solir.lower.llvm.loops import Builder, const64
+    fn = ir.Function(ir.Module(), ir.FunctionType(ir.IntType(64), [ir.IntType(64)]), "f")
+    b = Builder(fn.append_basic_block("entry"))
+    x = fn.args[0]
+    assert b.mul(x, const64(1)) is x and b.mul(const64(1), x) is x and b.add(x, const64(0)) is x
+    assert b.sub(x, const64(0)) is x and b.add(const64(0), x) is x
+    assert b.mul(x, const64(0)).constant == 0
+    assert b.add(const64(2), const64(3)).constant == 5 and b.mul(const64(4), const64(-3)).constant == -12
+    assert b.add(const64(2**63 - 1), const64(1)).constant == -2**63
+    assert not fn.blocks[0].instructions
+    assert b.add(x, const64(2)) is not x and len(fn.blocks[0].instructions) == 1
 
 
 def test_the_last_rows_run_a_microkernel_of_their_height(rng):

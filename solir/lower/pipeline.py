@@ -4,16 +4,14 @@ the text of any stage a caller asks for (`as_text(stage)`, `solir show --stage`,
 
 from __future__ import annotations
 
-import copy
 import os
 import sys
 from dataclasses import dataclass, field
 from typing import Callable
 
 from solir.errors import PassError
-from solir.ir.core import Module
+from solir.ir.core import Func, Module
 from solir.ir.printer import print_module
-from solir.ir.registry import all_ops
 from solir.ir.verifier import verify_module
 from solir.targets import Target
 
@@ -66,9 +64,12 @@ def pass_(name: str) -> Callable[[PassFn], PassFn]:
 
 
 def clone_module(module: Module) -> Module:
-    """A deep copy that shares the (immutable) op definitions."""
-    memo = {id(od): od for od in all_ops().values()}
-    return copy.deepcopy(module, memo)
+    """A copy of the module's functions, blocks, ops and values that shares what is
+    immutable: op definitions, types, attribute values (a pass replaces an attribute, never
+    changes one in place), constants' arrays. A ResNet's deep copy took a tenth of its
+    Python compile time."""
+    from solir.lower.rewrite import clone_block
+    return Module([Func(f.name, clone_block(f.body, {}), dict(f.attrs)) for f in module.funcs])
 
 
 def run_pipeline(module: Module, ctx: PassContext, *, passes: list[str] | None = None,

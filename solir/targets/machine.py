@@ -23,8 +23,19 @@ def _fix_attrs(text: str, target: Target) -> str:
 
 
 def module_text(llmod: ir.Module) -> str:
-    """The module's IR text (large constants are not in it: see emit.Weights)."""
-    return str(llmod)
+    """The module's IR text (large constants are not in it: see emit.Weights), as llvmlite
+    prints it, with the kernels' functions as emission printed them already."""
+    lines = ['; ModuleID = "%s"' % llmod.name, 'target triple = "%s"' % llmod.triple,
+             'target datalayout = "%s"' % llmod.data_layout, '']
+    lines += [t.get_declaration() for t in llmod.get_identified_types().values()]
+    lines += [_text(llmod, g) for g in llmod.global_values]
+    lines += llmod._get_metadata_lines()
+    return "\n".join(lines)
+
+
+def _text(llmod: ir.Module, g: Any) -> str:
+    texts = llmod.__dict__.get("solir_texts")
+    return texts.get(g.name) or str(g) if texts else str(g)
 
 
 def _spec(target: Target) -> dict[str, Any]:
@@ -115,7 +126,7 @@ def part_text(llmod: ir.Module, owned: set[str], first: bool) -> str:
             if not g.blocks:
                 lines.append(str(g))
             elif g.name in owned:
-                lines.append(_define_hidden(str(g)))
+                lines.append(_define_hidden(_text(llmod, g)))
             else:
                 proto: list[str] = []
                 g.descr_prototype(proto)

@@ -7,6 +7,7 @@ which runs its kernels in order; a kernel whose schedule names a parallel loop i
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from solir.lower.llvm.kernels import EMITTERS, UNITS
 from solir.lower.llvm.kernels.generic import PTR
 from solir.lower.llvm.kernels.rows import (emit_row_group, external_values, group_members,
                                            group_rows_count, loop_members)
-from solir.lower.llvm.loops import I64, const64
+from solir.lower.llvm.loops import Builder, I64, const64
 from solir.targets import Target
 
 I32 = ir.IntType(32)
@@ -49,7 +50,7 @@ def _emit_func(llmod: ir.Module, f: Func, target: Target, weights: Weights | Non
     fn = ir.Function(llmod, ENTRY_TYPE, f.name)
     inputs, outputs, workspace = fn.args
     inputs.name, outputs.name, workspace.name = "inputs", "outputs", "workspace"
-    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    b = Builder(fn.append_basic_block("entry"))
     ptrs: dict[Value, ir.Value] = {}
     for k, a in enumerate(f.args):
         slot = b.gep(inputs, [const64(k)], source_etype=PTR, inbounds=True)
@@ -80,7 +81,7 @@ def _emit_func(llmod: ir.Module, f: Func, target: Target, weights: Weights | Non
                 elif not m.attrs.get("row_local"):
                     ptrs[m.result] = _placement(b, m, out_ptrs, workspace, i)
             kname = f"{f.name}.k{i}.rows_{_clean('+'.join(m.attrs.get('kernel') or '' for m in loop_members(members)))}"
-            chunk = emit_row_group(llmod, members, target, kname)
+            chunk = _shared(llmod, kname, emit_row_group(llmod, members, target, kname))
             ext = external_values(members)
             bufs = b.alloca(PTR, size=I32(len(ext)), name=f"args{i}")
             for k, v in enumerate(ext):
@@ -109,7 +110,7 @@ def _emit_func(llmod: ir.Module, f: Func, target: Target, weights: Weights | Non
                                      loc=op.loc, fix="lower it to kernel.generic first")
         ptrs[op.result] = _placement(b, op, out_ptrs, workspace, i)
         kname = f"{f.name}.k{i}.{_clean(op.attrs.get('kernel') or 'kernel')}"
-        chunk = emitter(llmod, op, target, kname)
+        chunk = _shared(llmod, kname, emitter(llmod, op, target, kname))
         bufs = b.alloca(PTR, size=I32(len(op.operands) + 1), name=f"args{i}")
         for k, v in enumerate(list(op.operands) + [op.result]):
             b.store(ptrs[v], b.gep(bufs, [const64(k)], source_etype=PTR, inbounds=True))
@@ -119,6 +120,43 @@ def _emit_func(llmod: ir.Module, f: Func, target: Target, weights: Weights | Non
         else:
             b.call(chunk, [bufs, const64(0), units])
     b.ret(ir.Constant(I32, 0))
+
+
+def _shared(llmod: ir.Module, kname: str, chunk: ir.Function) -> ir.Function:
+    """The kernel just emitted as `kname` (its chunk function and the helpers named after
+    it), or an identical one emitted before, whose functions serve both: a ResNet's
+    repeated blocks have the same shapes, so a tenth of its kernels' instructions came
+    twice or more, each copy printed, parsed, optimized and compiled again. Identical is
+    the IR text with the kernel's name taken out; references to constants or weights keep
+    their own names, so kernels that differ only in a constant stay apart."""
+    mine = [g for name, g in llmod.globals.items()
+            if isinstance(g, ir.Function) and g.blocks and (name == kname or name.startswith(kname + "."))]
+    texts: dict[str, str] = llmod.__dict__.setdefault("solir_texts", {})
+    for g in mine:                      # printed once: module_text and part_text reuse these
+        texts[g.name] = str(g)
+    text = _LOCAL.sub(_Numbering(), "\n".join(texts[g.name] for g in mine)
+                      .replace(f'"{kname}', '"@KERNEL'))
+    seen: dict[str, ir.Function] = llmod.__dict__.setdefault("solir_kernels", {})
+    first = seen.setdefault(text, chunk)
+    if first is chunk:
+        return chunk
+    for g in mine:
+        del llmod.globals[g.name], texts[g.name]
+    return first
+
+
+_LOCAL = re.compile(r'%"[^"]*"|%[-a-zA-Z$._0-9]+')      # an LLVM local name
+
+
+class _Numbering:
+    """Local names (value hints, which differ between identical kernels) numbered by first
+    use: two texts that differ only in them compare equal."""
+
+    def __init__(self) -> None:
+        self.seen: dict[str, str] = {}
+
+    def __call__(self, m: re.Match[str]) -> str:
+        return self.seen.setdefault(m.group(0), f"%v{len(self.seen)}")
 
 
 def _placement(b: ir.IRBuilder, op: Any, out_ptrs: list[ir.Value], workspace: ir.Value,

@@ -19,7 +19,7 @@ from solir.errors import UnsupportedOpError
 from solir.ir.core import Op, Value
 from solir.ir.types import DType, TensorType
 from solir.lower.llvm.element import ElementEmitter, scalar_type, storage_type
-from solir.lower.llvm.loops import I64, const64, for_range
+from solir.lower.llvm.loops import Builder, I64, const64, for_range
 from solir.lower.schedule import flat_coeffs
 from solir.targets import Target
 
@@ -73,7 +73,7 @@ class _GenericEmitter:
             self.fn = ir.Function(llmod, CHUNK_FN_TYPE, name)
             self.fn.linkage = "internal"
             self.fn.args[0].name, self.fn.args[1].name, self.fn.args[2].name = "bufs", "begin", "end"
-            self.b = ir.IRBuilder(self.fn.append_basic_block("entry"))
+            self.b = Builder(self.fn.append_basic_block("entry"))
         self.ivs: dict[int, ir.Value] = {}
         # row-local buffers are addressed from a base shifted by -row (rows.py): those
         # addresses are in bounds, the base is not, so no `inbounds` promise there

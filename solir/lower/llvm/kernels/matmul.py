@@ -37,7 +37,7 @@ from solir.ir.core import Op
 from solir.ir.types import TensorType
 from solir.lower.llvm.element import ElementEmitter, scalar_type
 from solir.lower.llvm.kernels.generic import CHUNK_FN_TYPE, PTR
-from solir.lower.llvm.loops import I64, carried_loop, const64, for_range
+from solir.lower.llvm.loops import Builder, I64, carried_loop, const64, for_range
 from solir.targets import Target
 
 I1 = ir.IntType(1)
@@ -201,7 +201,7 @@ class _MatmulEmitter:
         k, ap, bp, c, ldc, accumulate = fn.args[:6]
         for arg, nm in zip(fn.args, ("k", "ap", "bp", "c", "ldc", "accumulate", "lda", "rows")):
             arg.name = nm
-        b = ir.IRBuilder(fn.append_basic_block("entry"))
+        b = Builder(fn.append_basic_block("entry"))
         if direct:
             lda, rows = fn.args[6:8]
             last = b.sub(rows, const64(1))
@@ -316,7 +316,7 @@ class _MatmulEmitter:
         fn.attributes.add("noinline")
         for a, (nm, _) in zip(fn.args, args):
             a.name = nm
-        b = ir.IRBuilder(fn.append_basic_block("entry"))
+        b = Builder(fn.append_basic_block("entry"))
         body(b, list(fn.args))
         b.ret_void()
         return fn
@@ -625,7 +625,7 @@ class _MatmulEmitter:
         fn.attributes.add("noinline")
         for arg, (nm, _) in zip(fn.args, args):
             arg.name = nm
-        b = ir.IRBuilder(fn.append_basic_block("entry"))
+        b = Builder(fn.append_basic_block("entry"))
         self._tiles(b, list(fn.args), direct, None, fn.args[-1])
         b.ret_void()
         return fn
@@ -679,7 +679,7 @@ class _MatmulEmitter:
         fn.linkage = "internal"
         fn.attributes.add("noinline")
         k, ap, bp, c, ldc, accumulate, lda, hm, wn, ctile, ctx, i, j = fn.args
-        b = ir.IRBuilder(fn.append_basic_block("entry"))
+        b = Builder(fn.append_basic_block("entry"))
         ptrs, rows = [], []
         n_epi = len(self.epi_coeffs)
         for n, (_, _, cn, _) in enumerate(self.epi_coeffs):
@@ -805,7 +805,7 @@ class _MatmulEmitter:
         fn.linkage = "internal"
         bufs, begin, end = fn.args
         bufs.name, begin.name, end.name = "bufs", "begin", "end"
-        b = ir.IRBuilder(fn.append_basic_block("entry"))
+        b = Builder(fn.append_basic_block("entry"))
         ptrs = [b.load(b.gep(bufs, [const64(k)], source_etype=PTR, inbounds=True), typ=PTR)
                 for k in range(len(self.op.operands) + 1)]
         asrc, bsrc, *epi_src, c = ptrs

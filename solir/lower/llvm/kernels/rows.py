@@ -17,7 +17,7 @@ import llvmlite.ir as ir
 from solir.ir.core import Op, Value
 from solir.lower.llvm.element import ElementEmitter
 from solir.lower.llvm.kernels.generic import CHUNK_FN_TYPE, PTR, _GenericEmitter
-from solir.lower.llvm.loops import const64, for_range
+from solir.lower.llvm.loops import Builder, const64, for_range
 from solir.targets import Target
 
 I8 = ir.IntType(8)
@@ -61,7 +61,7 @@ def emit_row_group(llmod: ir.Module, members: list[Op], target: Target, name: st
     fn.linkage = "internal"
     bufs, begin, end = fn.args
     bufs.name, begin.name, end.name = "bufs", "begin", "end"
-    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    b = Builder(fn.append_basic_block("entry"))
     ext = external_values(members)
     ptrs: dict[Value, ir.Value] = {}
     for k, v in enumerate(ext):

@@ -26,7 +26,7 @@ from solir.ir.ops.winograd import MATRICES, planes as winograd_units, tiles_for
 from solir.lower.llvm.element import ElementEmitter, scalar_type
 from solir.lower.llvm.kernels.generic import CHUNK_FN_TYPE, PTR
 from solir.lower.llvm.kernels.matmul import scratch
-from solir.lower.llvm.loops import I64, const64, for_range
+from solir.lower.llvm.loops import Builder, I64, const64, for_range
 from solir.targets import Target
 
 I32 = ir.IntType(32)
@@ -59,14 +59,14 @@ class _Emitter:
             impl.attributes.add("noinline")
         fn = ir.Function(self.llmod, CHUNK_FN_TYPE, self.name)
         fn.linkage = "internal"
-        b = ir.IRBuilder(fn.append_basic_block("entry"))
+        b = Builder(fn.append_basic_block("entry"))
         b.call(impl, list(fn.args))
         b.ret_void()
         return fn, impl if fresh else None
 
     def begin(self, fn: ir.Function) -> tuple[ir.IRBuilder, list[ir.Value], ir.Value, ir.Value]:
         bufs, begin, end = fn.args
-        b = ir.IRBuilder(fn.append_basic_block("entry"))
+        b = Builder(fn.append_basic_block("entry"))
         ptrs = [b.load(b.gep(bufs, [const64(k)], source_etype=PTR, inbounds=True), typ=PTR)
                 for k in range(2)]
         return b, ptrs, begin, end
