@@ -7,16 +7,18 @@ SY, SX split into phases (py, px) (one phase at stride 1) and QY x QX taps per p
 
     pad      Xp[c, py, px, y, x] = X[c, SY*y + py - PT, SX*x + px - PL]   (0 outside)
              each phase plane HQ x WQ, WQ = OW + (QX - 1)*EX, HQ = OH + (QY - 1)*EY + 1
-    stencil  Z[c, i] = sum_{qy, py, qx, px} Xp[c, py, px, :, :].flat[i + qy*EY*WQ + qx*EX]
-                                              * w[c, SY*qy + py, SX*qx + px]      i < OH*WQ
+    stencil  Z[c, i] = sum_{ky, kx} Xp[c, ky % SY, kx % SX, :, :].flat[i + (ky // SY)*EY*WQ
+                                                         + (kx // SX)*EX] * w[c, ky, kx]
+                                                                                  i < OH*WQ
     crop     Y[c, r, col] = Z[c, r*WQ + col]                                      col < OW
 
 Output row r, column col is flat index i = r*WQ + col of its phase planes, so every tap is
 an affine read along i with unit step: the stencil is one vectorizable loop over the plane,
 and only the WQ - OW columns past each row's end (2 of 16 for a 3x3 stride-1 conv on a 14x14
 plane) are computed and dropped. At stride 1 a tap's step EY, EX is the kernel's dilation;
-strided (no dilation), phase (py, px) holds kernel rows SY*qy + py and columns SX*qx + px,
-and taps past the kernel's end read a zero weight (16 taps for a 3x3 at stride 2). The three
+strided (no dilation), phase (py, px) holds the kernel's rows py, py + SY, ... and columns
+px, px + SX, ..., and each of the kernel's taps is one read of its phase (9 for a 3x3 at
+stride 2: the stencil's body is one multiply-add per tap, no reduction loop). The three
 loop nests share their channel loop, so group-rows runs them a channel at a time with the
 padded planes in L1; the crop is where a bias, BN or activation fuses.
 """
@@ -59,7 +61,7 @@ def depthwise_geometry(p: dict[str, Any]) -> dict[str, int]:
     """Phases, phase planes (HQ rows of WQ) and taps per phase (QY x QX) of a conv's params.
     Stride 1 keeps the dilation in the taps (one phase, tap qy at qy*DY rows); a stride s > 1
     (without dilation) splits the padded image into s x s phases, tap qy of phase py being
-    kernel row s*qy + py (past the kernel's end it is a zero weight)."""
+    kernel row s*qy + py."""
     (kh, kw), (sy, sx), (dy, dx) = p["window"], p["strides"], p["rhs_dilation"]
     (pt, _), (pl, _) = p["padding"]
     oh, ow = p["out_shape"][2:]
@@ -72,9 +74,8 @@ def depthwise_geometry(p: dict[str, Any]) -> dict[str, int]:
 
 
 def build_depthwise_conv(op: Op, b: Builder, weights: np.ndarray | None) -> Value:
-    """The three loop nests for `op`; `weights` is the kernel when it is a constant (then
-    padded with the zero taps here, at compile time)."""
-    from solir.ir.ops.contract import _mul_body, conv_params
+    """The three loop nests for `op`; `weights` is the kernel when it is a constant."""
+    from solir.ir.ops.contract import conv_params
     lhs, rhs = op.operands
     out = op.results[0].type
     p = conv_params(lhs.type, rhs.type, op.attrs)
@@ -97,15 +98,12 @@ def build_depthwise_conv(op: Op, b: Builder, weights: np.ndarray | None) -> Valu
     def leading(nd: int) -> tuple[AffineExpr, ...]:
         return tuple(AffineExpr.dim(nd, k) for k in range(nl))
 
-    # the weights as [c, QY*sy, QX*sx], zero past the kernel (a constant is padded here)
+    # the weights as [c, kh, kw]
     kh, kw = g["kh"], g["kw"]
-    ty, tx = g["qy"] * sy, g["qx"] * sx
     if weights is not None:
-        wpad = np.zeros((c, ty, tx), weights.dtype)
-        wpad[:, :kh, :kw] = weights[:, 0]
-        w, w_pad = b.op("tensor.constant", [], {"value": wpad}).result, None
+        w = b.op("tensor.constant", [], {"value": np.ascontiguousarray(weights[:, 0])}).result
     else:
-        w, w_pad = b("tensor.reshape", rhs, shape=(c, kh, kw)), (0 if (ty, tx) != (kh, kw) else None)
+        w = b("tensor.reshape", rhs, shape=(c, kh, kw))
 
     # pad: [lead, py, px, y, x] <- x[lead, sy*y + py - pt, sx*x + px - pl]
     nd = nl + 4
@@ -117,22 +115,25 @@ def build_depthwise_conv(op: Op, b: Builder, weights: np.ndarray | None) -> Valu
     plane = hq * wq
     flat = b("tensor.reshape", xp, shape=(*lead, sy * sx * plane))
 
-    # stencil: dims (lead, i, qy, py, qx, px), the phase dims only where the stride is > 1;
-    # output (r, col) is i = r*WQ + col
-    red = [(k, n) for k, n in (("qy", g["qy"]), ("py", sy), ("qx", g["qx"]), ("px", sx)) if n > 1]
-    nd = nl + 1 + len(red)
-    at = {k: nl + 1 + j for j, (k, _) in enumerate(red)}
+    # stencil: dims (lead, i), output (r, col) at i = r*WQ + col; one read of the planes and
+    # one of the weights per tap of the kernel, tap (ky, kx) at its phase's plane
+    # (ky % sy, kx % sx), ky // sy rows and kx // sx columns in
+    nd = nl + 1
+    inputs: list[tuple[Value, AffineMap]] = []
+    for ky in range(kh):
+        for kx in range(kw):
+            at = ((ky % sy) * sx + kx % sx) * plane + (ky // sy) * g["ey"] * wq + (kx // sx) * g["ex"]
+            inputs.append((flat, AffineMap(nd, leading(nd) + (expr(nd, {nl: 1}, at),))))
+            inputs.append((w, AffineMap(nd, (AffineExpr.dim(nd, nl - 1), AffineExpr.constant(nd, ky),
+                                             AffineExpr.constant(nd, kx)))))
 
-    def term(i: int = 0, **coeffs: int) -> AffineExpr:
-        return expr(nd, {nl: i, **{at[k]: v for k, v in coeffs.items() if k in at}})
-
-    tap = term(i=1, qy=g["ey"] * wq, qx=g["ex"], py=sx * plane, px=plane)
-    x_map = AffineMap(nd, leading(nd) + (tap,))
-    w_map = AffineMap(nd, (AffineExpr.dim(nd, nl - 1), term(qy=sy, py=1), term(qx=sx, px=1)))
-    [z] = build_generic(b, [*lead, oh * wq, *(n for _, n in red)], "p" * (nl + 1) + "r" * len(red),
-                        [(flat, x_map), (w, w_map)], _mul_body(dt), [dt],
-                        combiner="add" if red else None,
-                        pads=[None, w_pad], name="dw_stencil", loc=op.loc)
+    def taps(inner: Builder, a: list[Value]) -> list[Value]:
+        acc = inner("tensor.mul", a[0], a[1])
+        for t in range(2, len(a), 2):
+            acc = inner("tensor.add", acc, inner("tensor.mul", a[t], a[t + 1]))
+        return [acc]
+    [z] = build_generic(b, [*lead, oh * wq], "p" * nd, inputs, taps, [dt],
+                        name="dw_stencil", loc=op.loc)
     zr = b("tensor.reshape", z, shape=(*lead, oh, wq))
 
     # crop: [lead, oh, ow] <- z[lead, r, col]
