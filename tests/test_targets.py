@@ -218,6 +218,30 @@ def test_the_builder_folds_index_arithmetic():
     assert b.add(x, const64(2)) is not x and len(fn.blocks[0].instructions) == 1
 
 
+@pytest.mark.parametrize("n", [49, 196, 197])
+def test_a_narrow_last_column_panel_runs_along_m(rng, n):
+    """A product whose last column panel is narrower than the tile's rows (49 columns leave
+    1 of 16; 196, 4; 197, 5) computes that panel with vectors along M (cols6xW), also in
+    the epilogue's tiles and with K split into blocks (C accumulated) and a last row tile
+    of 4 rows, on AVX2 and on SSE (4 lanes: MR = 6 rows take two vectors, the second
+    masked); results agree with numpy."""
+    import jax.numpy as jnp
+    w = (rng.standard_normal((70, 700)) / np.sqrt(700)).astype(np.float32)   # A: packed
+    bias = rng.standard_normal(70).astype(np.float32)
+    x = rng.standard_normal((700, n)).astype(np.float32)
+
+    def f(x):
+        return jnp.maximum(w @ x + bias[:, None], 0)
+    for target, options in [(t, o) for t in ("avx2", "x86-64")
+                            for o in (solir.Options(), solir.Options(epilogue_bytes=0))]:
+        lowered = solir.jit(f, target=target, options=options).lower(x)
+        text = lowered.as_text("llvm")
+        nr, lanes = (16, 8) if target == "avx2" else (8, 4)
+        assert f'@"solir.mm.cols6x{n % nr}of{nr}.f32x{lanes}"' in text
+        np.testing.assert_allclose(lowered.compile()(x), np.maximum(w @ x + bias[:, None], 0),
+                                   rtol=1e-4, atol=1e-4)
+
+
 def test_the_last_rows_run_a_microkernel_of_their_height(rng):
     """64 rows in tiles of 6 leave a 4-row tile in each column: with a fused epilogue it
     runs a 4-row epilogue microkernel straight into C (only the heights M and MC give are

@@ -28,6 +28,7 @@ split into units: every C element is summed over k in the same order.
 
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import llvmlite.ir as ir
@@ -137,7 +138,11 @@ class _MatmulEmitter:
         # microkernels they call are shared by every product of the blocking (or epilogue).
         self.heights = tuple(sorted({min(M - i0, self.mc) % self.mr
                                      for i0 in range(0, M, self.mc)} - {0}))
-        self.h_tag = "".join(f".h{h}" for h in self.heights)
+        # ... and its last column panel's width, when column_strip computes it (the block and
+        # tile functions that call it are named after it too)
+        w = N % self.nr
+        self.strip_w = w if self.lanes > 1 and 0 < w < self.mr else 0
+        self.h_tag = "".join(f".h{h}" for h in self.heights) + (f".c{w}" if self.strip_w else "")
         self.prefix = f"solir.mm.{what}.{self._epilogue_tag()}." if self.epi else "solir.mm."
 
     def _epilogue_tag(self) -> str:
@@ -298,6 +303,73 @@ class _MatmulEmitter:
             else:
                 env[bop.results[0]] = bop.opdef.emit(e, bop, [env[x] for x in bop.operands])
         return env[self.epi.ops[-1].operands[0]]
+
+    # -- a narrow last column panel ------------------------------------------------------------------
+    def column_strip(self, direct: bool) -> ir.Function | None:
+        """cols(k, ap, bp, tile): the product's last column panel, when it has fewer columns
+        w than the tile has rows (a 7x7 image's 49 columns leave 1 of 16, 196 leave 4), with
+        its vectors along M instead: per k step, a vector of the A panel's MR rows times each
+        column's B element. The one-vector microkernel spent MR vector FMAs per k step on
+        it, w/lanes of their lanes used (1/8 for w = 1); this spends w, MR/lanes used, in
+        up to four chains of partial sums along k (one chain would wait on each FMA's
+        latency). Rows go to the scratch tile (MR x NR, row stride NR), copied out as any
+        edge tile's. None where it does not apply: A read in place (its rows are not
+        contiguous along M), scalar code, a last panel that is full or at least MR wide."""
+        w = self.strip_w
+        if direct or not w:
+            return None
+        mr, nr, lanes = self.mr, self.nr, self.lanes
+        tag = "f64" if self.size == 8 else "f32"
+        name = f"solir.mm.cols{mr}x{w}of{nr}.{tag}x{lanes}"
+        if name in self.llmod.globals:
+            return self.llmod.globals[name]
+        fn = ir.Function(self.llmod, ir.FunctionType(ir.VoidType(), [I64, PTR, PTR, PTR]), name)
+        fn.linkage = "internal"
+        fn.attributes.add("noinline")
+        k, ap, bp, tile = fn.args
+        for arg, nm in zip(fn.args, ("k", "ap", "bp", "tile")):
+            arg.name = nm
+        b = Builder(fn.append_basic_block("entry"))
+        e = ElementEmitter(self.llmod, b, lanes)
+        nvec = -(-mr // lanes)                      # vectors per MR rows
+        tail = mr - (nvec - 1) * lanes              # rows in the last one
+        zero = ir.Constant(self.vty, [0.0] * lanes)
+        # the last vector's lanes past MR are not read: at the panel's last k step they
+        # would be past the packed block's end
+        mask = (ir.Constant(ir.VectorType(ir.IntType(1), lanes), [1] * tail + [0] * (lanes - tail))
+                if tail < lanes else None)
+        per = w * nvec
+        chains = max(1, min(4, 8 // per))
+
+        def step(p: ir.Value, acc: list[ir.Value]) -> list[ir.Value]:
+            avs = []
+            for v in range(nvec):
+                addr = self.gep(b, ap, b.add(b.mul(p, const64(mr)), const64(v * lanes)))
+                avs.append(e.masked_load(self.vty, addr, self.size, mask, zero)
+                           if v == nvec - 1 and mask is not None
+                           else b.load(addr, typ=self.vty, align=self.size))
+            out = list(acc)
+            for j in range(w):
+                bj = e.splat(b.load(self.gep(b, bp, b.add(b.mul(p, const64(nr)), const64(j))),
+                                    typ=self.ety, align=self.size))
+                for v in range(nvec):
+                    out[j * nvec + v] = e.intrinsic("fmuladd", [avs[v], bj, out[j * nvec + v]])
+            return out
+
+        def chained(p: ir.Value, acc: list[ir.Value]) -> list[ir.Value]:
+            return [x for u in range(chains)
+                    for x in step(b.add(p, const64(u)), acc[u * per:(u + 1) * per])]
+        acc = carried_loop(b, const64(0), k, chains, [zero] * (chains * per), chained, "k")
+        rest = b.sub(k, b.srem(k, const64(chains)))
+        first = carried_loop(b, rest, k, 1, acc[:per], step, "k1")
+        sums = [functools.reduce(b.fadd, [first[x]] + [acc[u * per + x] for u in range(1, chains)])
+                for x in range(per)]
+        for j in range(w):
+            for r in range(mr):
+                val = b.extract_element(sums[j * nvec + r // lanes], ir.Constant(ir.IntType(32), r % lanes))
+                b.store(val, self.gep(b, tile, const64(r * nr + j)), align=self.size)
+        b.ret_void()
+        return fn
 
     # -- shared helper functions ------------------------------------------------------------------
     # Packing and the tile loop take their strides and sizes as arguments, so one copy of each
@@ -709,7 +781,8 @@ class _MatmulEmitter:
                             cascade(v + 1)
 
                 def scratch_tile() -> None:
-                    cascade(1)
+                    self._narrow(b, direct, wn, lambda cols: b.call(cols, [k, ap, bp, ctile]),
+                                 lambda: cascade(1))
                     self._copy_edge(b, ctile, c, ldc, hm, wn, accumulate, (ptrs, rows))
                 self._by_height(b, hm, wn, lambda h: b.call(
                     self.microkernel(direct, None, h, epilogue=True),
@@ -749,9 +822,26 @@ class _MatmulEmitter:
                 with otherwise:
                     cascade(v + 1)
 
+        def strip(cols: ir.Function) -> None:
+            b.call(cols, head + [ctile])
+            b.call(self.copy_edge_fn(), [ctile, cptr, ldc, hm, wn, accumulate])
         self._by_height(b, hm, wn, lambda h: b.call(self.microkernel(direct, None, h),
                                                      head + [cptr, ldc, accumulate] + more),
-                        lambda: cascade(1))
+                        lambda: self._narrow(b, direct, wn, strip, lambda: cascade(1)))
+
+    def _narrow(self, b: ir.IRBuilder, direct: bool, wn: ir.Value,
+                strip: Callable[[ir.Function], object], other: Callable[[], object]) -> None:
+        """An edge tile wn columns wide: `strip(cols)` when it is the product's narrow last
+        panel and column_strip applies, else `other()`."""
+        cols = self.column_strip(direct)
+        if cols is None:
+            other()
+            return
+        with b.if_else(b.icmp_signed("==", wn, const64(self.strip_w))) as (then, otherwise):
+            with then:
+                strip(cols)
+            with otherwise:
+                other()
 
     def _by_height(self, b: ir.IRBuilder, hm: ir.Value, wn: ir.Value,
                    height: Callable[[int], object], other: Callable[[], object]) -> None:
