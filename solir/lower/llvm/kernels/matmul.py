@@ -334,19 +334,20 @@ class _MatmulEmitter:
         nvec = -(-mr // lanes)                      # vectors per MR rows
         tail = mr - (nvec - 1) * lanes              # rows in the last one
         zero = ir.Constant(self.vty, [0.0] * lanes)
-        # the last vector's lanes past MR are not read: at the panel's last k step they
-        # would be past the packed block's end
+        # the last vector's lanes past MR belong to the next k step, or at the last one
+        # would be past the packed block's end: that step's are masked off (a masked load
+        # every step cost as much as the FMAs)
         mask = (ir.Constant(ir.VectorType(ir.IntType(1), lanes), [1] * tail + [0] * (lanes - tail))
                 if tail < lanes else None)
         per = w * nvec
         chains = max(1, min(4, 8 // per))
 
-        def step(p: ir.Value, acc: list[ir.Value]) -> list[ir.Value]:
+        def step(p: ir.Value, acc: list[ir.Value], last: bool = False) -> list[ir.Value]:
             avs = []
             for v in range(nvec):
                 addr = self.gep(b, ap, b.add(b.mul(p, const64(mr)), const64(v * lanes)))
                 avs.append(e.masked_load(self.vty, addr, self.size, mask, zero)
-                           if v == nvec - 1 and mask is not None
+                           if last and v == nvec - 1 and mask is not None
                            else b.load(addr, typ=self.vty, align=self.size))
             out = list(acc)
             for j in range(w):
@@ -359,9 +360,12 @@ class _MatmulEmitter:
         def chained(p: ir.Value, acc: list[ir.Value]) -> list[ir.Value]:
             return [x for u in range(chains)
                     for x in step(b.add(p, const64(u)), acc[u * per:(u + 1) * per])]
-        acc = carried_loop(b, const64(0), k, chains, [zero] * (chains * per), chained, "k")
-        rest = b.sub(k, b.srem(k, const64(chains)))
-        first = carried_loop(b, rest, k, 1, acc[:per], step, "k1")
+        k1 = b.sub(k, const64(1))                   # steps 0 .. k-2, then the last
+        acc = carried_loop(b, const64(0), k1, chains, [zero] * (chains * per), chained, "k")
+        rest = b.sub(k1, b.srem(k1, const64(chains)))
+        first = carried_loop(b, rest, k1, 1, acc[:per], step, "k1")
+        lo = b.select(b.icmp_signed(">", k, const64(0)), k1, k)      # (no step when k = 0)
+        first = carried_loop(b, lo, k, 1, first, lambda p, a: step(p, a, last=True), "klast")
         sums = [functools.reduce(b.fadd, [first[x]] + [acc[u * per + x] for u in range(1, chains)])
                 for x in range(per)]
         for j in range(w):
