@@ -66,8 +66,8 @@ def pass_(name: str) -> Callable[[PassFn], PassFn]:
 def clone_module(module: Module) -> Module:
     """A copy of the module's functions, blocks, ops and values that shares what is
     immutable: op definitions, types, attribute values (a pass replaces an attribute, never
-    changes one in place), constants' arrays. A ResNet's deep copy took a tenth of its
-    Python compile time."""
+    changes one in place), constants' arrays (a deep copy of a ResNet was a visible part
+    of its compile)."""
     from solir.lower.rewrite import clone_block
     return Module([Func(f.name, clone_block(f.body, {}), dict(f.attrs)) for f in module.funcs])
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 from contextlib import contextmanager
 from typing import Callable, Iterator, Sequence
 
@@ -24,40 +25,37 @@ def _int(v: ir.Value) -> int | None:
 class Builder(ir.IRBuilder):
     """llvmlite's builder, folding the integer arithmetic of index expressions as it goes:
     an emitter writes `row * ldc + v * lanes` uniformly, and where row or v is 0 or 1, or
-    both sides are constants, no instruction is made. Tile code is mostly such expressions
-    (a tenth of a ResNet's instructions were x * 1, x + 0 or constant arithmetic), and each
-    one made costs printing, parsing and LLVM's simplification passes at every cold
-    compile."""
+    both sides are constants, no instruction is made. Tile code is mostly such expressions,
+    and each one made costs printing, parsing and LLVM's simplification passes at every
+    cold compile."""
+
+    def _fold(self, lhs: ir.Value, rhs: ir.Value, fn: Callable[[int, int], int], unit: int,
+              commutative: bool = True, absorbing: int | None = None) -> ir.Value | None:
+        """lhs fn rhs where it needs no instruction: both constants (folded, wrapped as LLVM
+        would), a `unit` operand (the other one; on the left only if `commutative`), an
+        `absorbing` one (x * 0); else None."""
+        a, c = _int(lhs), _int(rhs)
+        if a is not None and c is not None and lhs.type == rhs.type:
+            return ir.Constant(lhs.type, _wrap(fn(a, c), lhs.type))
+        if c == unit:
+            return lhs
+        if commutative and a == unit:
+            return rhs
+        if absorbing is not None and absorbing in (a, c):
+            return ir.Constant(lhs.type, absorbing)
+        return None
 
     def add(self, lhs: ir.Value, rhs: ir.Value, name: str = "", flags: Sequence[str] = ()) -> ir.Value:
-        a, c = _int(lhs), _int(rhs)
-        if a is not None and c is not None and lhs.type == rhs.type:
-            return ir.Constant(lhs.type, _wrap(a + c, lhs.type))
-        if c == 0:
-            return lhs
-        if a == 0:
-            return rhs
-        return super().add(lhs, rhs, name, flags)
+        v = self._fold(lhs, rhs, operator.add, 0)
+        return super().add(lhs, rhs, name, flags) if v is None else v
 
     def sub(self, lhs: ir.Value, rhs: ir.Value, name: str = "", flags: Sequence[str] = ()) -> ir.Value:
-        a, c = _int(lhs), _int(rhs)
-        if a is not None and c is not None and lhs.type == rhs.type:
-            return ir.Constant(lhs.type, _wrap(a - c, lhs.type))
-        if c == 0:
-            return lhs
-        return super().sub(lhs, rhs, name, flags)
+        v = self._fold(lhs, rhs, operator.sub, 0, commutative=False)
+        return super().sub(lhs, rhs, name, flags) if v is None else v
 
     def mul(self, lhs: ir.Value, rhs: ir.Value, name: str = "", flags: Sequence[str] = ()) -> ir.Value:
-        a, c = _int(lhs), _int(rhs)
-        if a is not None and c is not None and lhs.type == rhs.type:
-            return ir.Constant(lhs.type, _wrap(a * c, lhs.type))
-        if c == 1:
-            return lhs
-        if a == 1:
-            return rhs
-        if (a == 0 or c == 0) and isinstance(lhs.type, ir.IntType):
-            return ir.Constant(lhs.type, 0)
-        return super().mul(lhs, rhs, name, flags)
+        v = self._fold(lhs, rhs, operator.mul, 1, absorbing=0)
+        return super().mul(lhs, rhs, name, flags) if v is None else v
 
 
 def _wrap(v: int, ty: ir.IntType) -> int:

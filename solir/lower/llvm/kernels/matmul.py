@@ -12,7 +12,8 @@
           then C += (p0 > 0) or C = the tile. Edge tiles run the narrowest microkernel
           covering their columns (whole vectors) into a scratch tile and copy its valid part
           out, so they cost no more than a full one; full-width tiles of the last rows run a
-          microkernel of their height straight into C.
+          microkernel of their height straight into C; a last column panel narrower than MR
+          (49 columns leave 1 of 16) is computed with its vectors along M (column_strip).
           With an epilogue (bias, BN, activation: solir/lower/epilogue.py) the last K block
           stores epilogue(C + tile), element by element from the registers; the epilogue's
           operands are read at the tile's rows and columns. Such a matmul gets its own
