@@ -84,7 +84,7 @@ class Compilation:
                 self._run_pipeline(None, print_stages=True)
             return self.texts[stage]
         if stage == "loops":
-            return render_loops(self.lower())
+            return render_loops(self.lower(), self.target)
         if stage == "llvm":
             from solir.targets.machine import module_text
             return module_text(self.llvm())

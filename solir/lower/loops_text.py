@@ -5,16 +5,18 @@ from __future__ import annotations
 
 from solir.ir.core import Func, Module, Op
 from solir.ir.printer import Namer, format_attrs
+from solir.targets import Target
 
 
-def render_loops(module: Module) -> str:
+def render_loops(module: Module, target: Target | None = None) -> str:
+    """With `target`, each matmul also says how its emitter will tile it (matmul_plan)."""
     out: list[str] = []
     for f in module.funcs:
-        out += _func(f)
+        out += _func(f, target)
     return "\n".join(out) + "\n"
 
 
-def _func(f: Func) -> list[str]:
+def _func(f: Func, target: Target | None) -> list[str]:
     namer = Namer()
     args = ", ".join(f"{namer(a)}: {a.type}" for a in f.args)
     lines = [f"func @{f.name}({args})  // workspace {f.attrs.get('workspace', 0)} bytes"]
@@ -27,6 +29,9 @@ def _func(f: Func) -> list[str]:
             attrs = format_attrs({k: v for k, v in op.attrs.items() if k != "value"}, elide=True)
             lines.append(f"  {namer(op.result)} = {op.name} " +
                          ", ".join(namer(v) for v in op.operands) + f" {attrs}  // {op.result.type}")
+            if op.name == "kernel.matmul" and target is not None:
+                from solir.lower.llvm.kernels.matmul import matmul_plan
+                lines.append("    // " + matmul_plan(op, target))
             if op.name == "kernel.matmul" and op.regions:
                 steps = [o.name.split(".")[-1] for o in op.regions[0].ops[:-1]
                          if o.name != "tensor.constant"]

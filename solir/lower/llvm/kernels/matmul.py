@@ -85,6 +85,12 @@ def emit_matmul(llmod: ir.Module, op: Op, target: Target, name: str) -> ir.Funct
     return _MatmulEmitter(llmod, op, target, name).emit()
 
 
+def matmul_plan(op: Op, target: Target) -> str:
+    """How the emitter will compute `op`, in one line (`solir show --stage loops`): the
+    register tile, where A comes from, and how the last rows and columns are done."""
+    return _MatmulEmitter(ir.Module(), op, target, "plan").plan()
+
+
 class _MatmulEmitter:
     def __init__(self, llmod: ir.Module, op: Op, target: Target, name: str):
         self.llmod, self.op, self.target, self.name = llmod, op, target, name
@@ -157,6 +163,20 @@ class _MatmulEmitter:
         key = "\n".join(p.lines) + repr((tuple(cn for _, _, cn, _ in self.epi_coeffs),
                                           self.K > self.kc, self.mr, self.nr, str(self.dtype)))
         return hashlib.sha1(key.encode()).hexdigest()[:10]
+
+    def plan(self) -> str:
+        direct = self.direct_a()
+        source = ("A prepacked at compile time" if self.a_packed
+                  else "A read in place" if direct else "A packed per block")
+        parts = [f"{self.mr}x{self.nr} register tiles", source]
+        if self.heights:
+            parts.append("last rows: " + ", ".join(f"{h}-row" for h in self.heights) + " microkernel")
+        w = self.N % self.nr
+        if w:
+            how = ("vectors along M" if self.strip_w and not direct
+                   else f"{-(-w // self.lanes)}-vector microkernel")
+            parts.append(f"last {w} column{'s' if w > 1 else ''}: {how}")
+        return "; ".join(parts)
 
     def direct_a(self) -> bool:
         """Read A in place instead of packing it: when its rows are contiguous along k and all
