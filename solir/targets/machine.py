@@ -25,17 +25,21 @@ def _fix_attrs(text: str, target: Target) -> str:
 def module_text(llmod: ir.Module) -> str:
     """The module's IR text (large constants are not in it: see emit.Weights), as llvmlite
     prints it, with the kernels' functions as emission printed them already."""
-    lines = ['; ModuleID = "%s"' % llmod.name, 'target triple = "%s"' % llmod.triple,
+    lines = _head(llmod) + [_text(llmod, g) for g in llmod.global_values]
+    return "\n".join(lines + llmod._get_metadata_lines())
+
+
+def _head(llmod: ir.Module) -> list[str]:
+    """A module text's first lines, as llvmlite prints them: its name, triple, data layout
+    and identified types."""
+    return (['; ModuleID = "%s"' % llmod.name, 'target triple = "%s"' % llmod.triple,
              'target datalayout = "%s"' % llmod.data_layout, '']
-    lines += [t.get_declaration() for t in llmod.get_identified_types().values()]
-    lines += [_text(llmod, g) for g in llmod.global_values]
-    lines += llmod._get_metadata_lines()
-    return "\n".join(lines)
+            + [t.get_declaration() for t in llmod.get_identified_types().values()])
 
 
 def _text(llmod: ir.Module, g: Any) -> str:
-    texts = llmod.__dict__.get("solir_texts")
-    return texts.get(g.name) or str(g) if texts else str(g)
+    """A global's text: as emission printed it already (a kernel's functions), else now."""
+    return llmod.__dict__.get("solir_texts", {}).get(g.name) or str(g)
 
 
 def _spec(target: Target) -> dict[str, Any]:
@@ -118,9 +122,7 @@ def part_text(llmod: ir.Module, owned: set[str], first: bool) -> str:
     """The IR text of a module that defines the functions in `owned`
     and declares the rest. Internal functions become hidden (another part may call them);
     the first part defines the global constants (hidden) and the others declare them."""
-    lines = ['; ModuleID = "%s"' % llmod.name, 'target triple = "%s"' % llmod.triple,
-             'target datalayout = "%s"' % llmod.data_layout, '']
-    lines += [t.get_declaration() for t in llmod.get_identified_types().values()]
+    lines = _head(llmod)
     for g in llmod.global_values:
         if isinstance(g, ir.Function):
             if not g.blocks:

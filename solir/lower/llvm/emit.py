@@ -126,9 +126,9 @@ def _shared(llmod: ir.Module, kname: str, chunk: ir.Function) -> ir.Function:
     """The kernel just emitted as `kname` (its chunk function and the helpers named after
     it), or an identical one emitted before, whose functions serve both: a ResNet's
     repeated blocks have the same shapes, so many of its kernels came two to four times,
-    each copy printed, parsed, optimized and compiled again. Identical is
-    the IR text with the kernel's name taken out; references to constants or weights keep
-    their own names, so kernels that differ only in a constant stay apart."""
+    each copy printed, parsed, optimized and compiled again. Identical is the IR text with
+    the kernel's name and the local value names taken out; references to constants or
+    weights keep their own names, so kernels that differ only in a constant stay apart."""
     mine = [g for name, g in llmod.globals.items()
             if isinstance(g, ir.Function) and g.blocks and (name == kname or name.startswith(kname + "."))]
     texts: dict[str, str] = llmod.__dict__.setdefault("solir_texts", {})

@@ -147,9 +147,10 @@ class _MatmulEmitter:
                                      for i0 in range(0, M, self.mc)} - {0}))
         # ... and its last column panel's width, when column_strip computes it (the block and
         # tile functions that call it are named after it too)
-        w = N % self.nr
-        self.strip_w = w if self.lanes > 1 and 0 < w < self.mr else 0
-        self.h_tag = "".join(f".h{h}" for h in self.heights) + (f".c{w}" if self.strip_w else "")
+        self.last_cols = N % self.nr
+        self.strip_w = self.last_cols if self.lanes > 1 and 0 < self.last_cols < self.mr else 0
+        self.h_tag = ("".join(f".h{h}" for h in self.heights)
+                      + (f".c{self.strip_w}" if self.strip_w else ""))
         self.prefix = f"solir.mm.{what}.{self._epilogue_tag()}." if self.epi else "solir.mm."
 
     def _epilogue_tag(self) -> str:
@@ -171,7 +172,7 @@ class _MatmulEmitter:
         parts = [f"{self.mr}x{self.nr} register tiles", source]
         if self.heights:
             parts.append("last rows: " + ", ".join(f"{h}-row" for h in self.heights) + " microkernel")
-        w = self.N % self.nr
+        w = self.last_cols
         if w:
             how = ("vectors along M" if self.strip_w and not direct
                    else f"{-(-w // self.lanes)}-vector microkernel")
@@ -795,19 +796,9 @@ class _MatmulEmitter:
             with otherwise:
                 head = [k, ap, bp, ctile, const64(self.nr), ir.Constant(I1, 0)]
 
-                def cascade(v: int) -> None:
-                    if v == self.nv:
-                        b.call(self.microkernel(direct, v), head + more)
-                        return
-                    with b.if_else(b.icmp_signed("<=", wn, const64(v * self.lanes))) as (t, o):
-                        with t:
-                            b.call(self.microkernel(direct, v), head + more)
-                        with o:
-                            cascade(v + 1)
-
                 def scratch_tile() -> None:
-                    self._narrow(b, direct, wn, lambda cols: b.call(cols, [k, ap, bp, ctile]),
-                                 lambda: cascade(1))
+                    self._by_width(b, direct, wn, lambda cols: b.call(cols, [k, ap, bp, ctile]),
+                                   lambda v: b.call(self.microkernel(direct, v), head + more))
                     self._copy_edge(b, ctile, c, ldc, hm, wn, accumulate, (ptrs, rows))
                 self._by_height(b, hm, wn, lambda h: b.call(
                     self.microkernel(direct, None, h, epilogue=True),
@@ -824,12 +815,10 @@ class _MatmulEmitter:
         columns (a 196-column product's last panel has 4: one vector, not four), straight
         into C when the tile is exactly that wide and MR tall, else into the scratch tile
         and copied out."""
-        lanes = self.lanes
-
         def run(vectors: int) -> None:
             micro = self.microkernel(direct, vectors)
             exact = b.and_(b.icmp_signed("==", hm, const64(self.mr)),
-                           b.icmp_signed("==", wn, const64(vectors * lanes)))
+                           b.icmp_signed("==", wn, const64(vectors * self.lanes)))
             with b.if_else(exact) as (then, otherwise):
                 with then:
                     b.call(micro, head + [cptr, ldc, accumulate] + more)
@@ -837,36 +826,37 @@ class _MatmulEmitter:
                     b.call(micro, head + [ctile, const64(self.nr), ir.Constant(I1, 0)] + more)
                     b.call(self.copy_edge_fn(), [ctile, cptr, ldc, hm, wn, accumulate])
 
-        def cascade(v: int) -> None:
-            if v == self.nv:
-                run(v)
-                return
-            with b.if_else(b.icmp_signed("<=", wn, const64(v * lanes))) as (then, otherwise):
-                with then:
-                    run(v)
-                with otherwise:
-                    cascade(v + 1)
-
         def strip(cols: ir.Function) -> None:
             b.call(cols, head + [ctile])
             b.call(self.copy_edge_fn(), [ctile, cptr, ldc, hm, wn, accumulate])
         self._by_height(b, hm, wn, lambda h: b.call(self.microkernel(direct, None, h),
                                                      head + [cptr, ldc, accumulate] + more),
-                        lambda: self._narrow(b, direct, wn, strip, lambda: cascade(1)))
+                        lambda: self._by_width(b, direct, wn, strip, run))
 
-    def _narrow(self, b: ir.IRBuilder, direct: bool, wn: ir.Value,
-                strip: Callable[[ir.Function], object], other: Callable[[], object]) -> None:
+    def _by_width(self, b: ir.IRBuilder, direct: bool, wn: ir.Value,
+                  strip: Callable[[ir.Function], object],
+                  vectors: Callable[[int], object]) -> None:
         """An edge tile wn columns wide: `strip(cols)` when it is the product's narrow last
-        panel and column_strip applies, else `other()`."""
+        panel and column_strip applies, else `vectors(v)` for the fewest vectors v that
+        cover wn columns."""
+        def cascade(v: int) -> None:
+            if v == self.nv:
+                vectors(v)
+                return
+            with b.if_else(b.icmp_signed("<=", wn, const64(v * self.lanes))) as (then, otherwise):
+                with then:
+                    vectors(v)
+                with otherwise:
+                    cascade(v + 1)
         cols = self.column_strip(direct)
         if cols is None:
-            other()
+            cascade(1)
             return
         with b.if_else(b.icmp_signed("==", wn, const64(self.strip_w))) as (then, otherwise):
             with then:
                 strip(cols)
             with otherwise:
-                other()
+                cascade(1)
 
     def _by_height(self, b: ir.IRBuilder, hm: ir.Value, wn: ir.Value,
                    height: Callable[[int], object], other: Callable[[], object]) -> None:
