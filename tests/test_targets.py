@@ -174,7 +174,9 @@ def test_matmuls_with_the_same_epilogue_share_one_microkernel(rng):
         h = jnp.maximum(h @ w2 + b2, 0)
         return jnp.tanh(h @ w3 + b3)
     args = (x, w1, b1, w2, b2, w3, b3)
-    lowered = solir.jit(mlp, options=solir.Options(epilogue_bytes=0)).lower(*args)  # fuse all
+    # avx2's 6x16 tiles on any host that runs them (an AVX-512 host's own are 6x64)
+    lowered = solir.jit(mlp, target="avx2",
+                        options=solir.Options(epilogue_bytes=0)).lower(*args)  # fuse all
     llvm_text = lowered.as_text("llvm")
     micros = set(re.findall(r'^define [^@]*@"(solir\.mm\.matmul[^"]*\.micro6x16[^"]*)"', llvm_text, re.M))
     assert len(micros) == 2, micros             # one for both ReLU layers, one for the tanh
@@ -255,7 +257,8 @@ def test_the_last_rows_run_a_microkernel_of_their_height(rng):
     w = rng.standard_normal((96, 256)).astype(np.float32)
     v = rng.standard_normal(256).astype(np.float32)
     fn = lambda x, w, v: jnp.maximum(x @ w + v, 0)      # noqa: E731
-    lowered = solir.jit(fn, options=solir.Options(epilogue_bytes=0)).lower(x, w, v)
+    lowered = solir.jit(fn, target="avx2",
+                        options=solir.Options(epilogue_bytes=0)).lower(x, w, v)
     text = lowered.as_text("llvm")
     heights = set(re.findall(r'^define [^@]*@"solir\.mm\.matmul[^"]*\.micro(\d+)of6x16', text, re.M))
     assert heights == {"4"}, heights
