@@ -78,7 +78,7 @@ def matmul_blocking(target: Target, itemsize: int, m: int, n: int, k: int,
     """BLIS blocking from the target: an MR x NR register tile (NR = four vectors where there
     are 32 vector registers and N is that wide, else two; MR as many rows as the registers
     allow beside them), KC so a KC x NR panel of B fills two
-    thirds of L1, MC so an MC x KC block of A fills half of L2, NC so KC x NC of B stays in L3; then
+    thirds of L1 but at least 256 deep, in equal K blocks, MC so an MC x KC block of A fills half of L2, NC so KC x NC of B stays in L3; then
     NC (or else MC) shrinks until there are `min_units` units of work for the threads."""
     lanes = target.lanes(itemsize)
     # Each k step loads NV vectors of B and broadcasts MR elements of A for MR x NV FMAs:
@@ -90,7 +90,14 @@ def matmul_blocking(target: Target, itemsize: int, m: int, n: int, k: int,
     nr = nv * lanes
     mr = max(1, min(16, (target.vector_registers - nv - 1) // nv))
     kc = max(32, min(1024, target.l1_kib * 1024 * 2 // 3 // (nr * itemsize)) // 8 * 8)
-    kc = min(kc, max(8, -(-k // 8) * 8))
+    # ... but at least 256 deep. Each K block reads C's MR x NR tile back and writes it again;
+    # with NR = 64 (avx512) an L1-sized panel is 128 deep, and gemm_1024 spent an eighth of
+    # its time on those round trips to L3 (benchmarks/README.md, session 16). The B panel
+    # then streams from L2, which feeds one vector per FMA pair easily.
+    kc = max(kc, 256)
+    # K blocks of equal depth (576 = 3 x 192, not 256 + 256 + 64: a 64-deep block pays the
+    # tile's round trip for a quarter of the FMAs)
+    kc = -(-(-(-k // -(-k // kc))) // 8) * 8
     mc = max(mr, target.l2_kib * 1024 // 2 // (kc * itemsize) // mr * mr)
     mc = _balanced(m, mc, mr)
     nc = max(nr, min(4096, target.l3_kib * 1024 // 4 // (kc * itemsize)) // nr * nr)

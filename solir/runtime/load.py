@@ -90,7 +90,11 @@ class _OutputPool:
 
 _outputs = _OutputPool()
 
-ALIGN_MIN_BYTES = 4 << 20       # below, what alignment saves is not much more than it costs
+# Outputs from 128 KiB up start on a cache line: a product split between threads by columns
+# (gemm_256's two 128-column halves) otherwise has every row's boundary line written by both
+# cores, and 2-thread gemm_256 took 1.2x as long (benchmarks/README.md, session 16). Smaller
+# outputs are not split, and the alignment costs about a microsecond.
+ALIGN_MIN_BYTES = 128 << 10
 
 
 def _aligned_empty(shape: tuple[int, ...], dtype: Any, nbytes: int) -> np.ndarray:
