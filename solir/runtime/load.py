@@ -92,8 +92,9 @@ _outputs = _OutputPool()
 
 # Outputs from 128 KiB up start on a cache line: a product split between threads by columns
 # (gemm_256's two 128-column halves) otherwise has every row's boundary line written by both
-# cores, and 2-thread gemm_256 took 1.2x as long (benchmarks/README.md, session 16). Smaller
-# outputs are not split, and the alignment costs about a microsecond.
+# cores (2-thread gemm_256 went from 1.26x ORT to 0.99x with this and KC >= 256:
+# benchmarks/README.md, session 16). Smaller outputs are rarely split, and the alignment
+# costs about a microsecond.
 ALIGN_MIN_BYTES = 128 << 10
 
 
