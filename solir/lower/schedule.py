@@ -77,9 +77,10 @@ def matmul_blocking(target: Target, itemsize: int, m: int, n: int, k: int,
                     min_units: int = 1) -> dict[str, int]:
     """BLIS blocking from the target: an MR x NR register tile (NR = four vectors where there
     are 32 vector registers and N is that wide, else two; MR as many rows as the registers
-    allow beside them), KC so a KC x NR panel of B fills two
-    thirds of L1 but at least 256 deep, in equal K blocks, MC so an MC x KC block of A fills half of L2, NC so KC x NC of B stays in L3; then
-    NC (or else MC) shrinks until there are `min_units` units of work for the threads."""
+    allow beside them), KC so a KC x NR panel of B fills two thirds of L1 but at least 256
+    deep, in equal K blocks, MC so an MC x KC block of A fills half of L2, NC so KC x NC of
+    B stays in L3; then NC (or else MC) shrinks until there are `min_units` units of work
+    for the threads."""
     lanes = target.lanes(itemsize)
     # Each k step loads NV vectors of B and broadcasts MR elements of A for MR x NV FMAs:
     # (MR + NV) / (MR NV) loads per FMA. With 32 registers 6 x 4 vectors needs 10 loads for
@@ -97,7 +98,7 @@ def matmul_blocking(target: Target, itemsize: int, m: int, n: int, k: int,
     kc = max(kc, 256)
     # K blocks of equal depth (576 = 3 x 192, not 256 + 256 + 64: a 64-deep block pays the
     # tile's round trip for a quarter of the FMAs)
-    kc = -(-(-(-k // -(-k // kc))) // 8) * 8
+    kc = _balanced(k, kc, 8)
     mc = max(mr, target.l2_kib * 1024 // 2 // (kc * itemsize) // mr * mr)
     mc = _balanced(m, mc, mr)
     nc = max(nr, min(4096, target.l3_kib * 1024 // 4 // (kc * itemsize)) // nr * nr)
