@@ -22,9 +22,10 @@ def matmul_case(draw):
     m, n, k = (draw(st.integers(1, 40)) for _ in range(3))
     layout = draw(st.sampled_from(["nn", "nt", "tn", "tt"]))
     shared = draw(st.booleans())          # the rhs shared by every batch (a weight)
+    # KC up to 48, or 1100: a B panel past L1 runs the tiles rows outer (schedule.rows_outer)
     tiles = (draw(st.integers(1, 9)), draw(st.sampled_from([8, 16, 24, 32])),
-             draw(st.integers(1, 48)), draw(st.integers(1, 48)), draw(st.integers(1, 48)),
-             draw(st.integers(1, 4)))
+             draw(st.integers(1, 48) | st.just(1100)), draw(st.integers(1, 48)),
+             draw(st.integers(1, 48)), draw(st.integers(1, 4)))
     threads = draw(st.sampled_from([1, 2]))
     return batch, m, n, k, layout, shared, tiles, threads
 
@@ -125,6 +126,27 @@ def test_matmul_epilogues_match_the_interpreter(case):
     (want,) = run_module(lowered.compilation.module, [a, w, v, r])
     np.testing.assert_allclose(f(a, w, v, r), want, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(want, fn(a, w, v, r), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_rows_outer_tile_order_matches_numpy(threads):
+    """Where a KC x NR panel of B overflows L1 the block's tiles run an A panel against the
+    whole B block (schedule.rows_outer): forced here with KC = 1100 on any host, over K
+    split into blocks (C accumulated), edge rows and columns, plain and with an epilogue."""
+    from solir.lower.schedule import rows_outer
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((50, 2300)).astype(np.float32)
+    w = rng.standard_normal((2300, 70)).astype(np.float32)
+    v = rng.standard_normal(70).astype(np.float32)
+    tiles = (6, 16, 1100, 24, 32, 1)
+    host = host_target()
+    assert rows_outer(host, 4, -(-16 // host.lanes(4)) * host.lanes(4), 1100)
+    for fn in (lambda a, w, v: a @ w, lambda a, w, v: jax.nn.relu(a @ w + v)):
+        f = solir.jit(fn, options=solir.Options(matmul_tiles=tiles, epilogue_bytes=0),
+                      num_threads=threads, algorithms={"dot": "matmul"})
+        assert "(rows outer)" in f.lower(a, w, v).as_text("loops")
+        want = np.asarray(fn(a.astype(np.float64), w.astype(np.float64), v.astype(np.float64)))
+        np.testing.assert_allclose(f(a, w, v), want, rtol=1e-4, atol=1e-3)
 
 
 def test_thread_count_never_changes_a_bit():

@@ -73,14 +73,24 @@ def _drop_dead_constants(f: Any) -> None:
         f.body.ops = [op for op in f.body.ops if id(op) not in ids]
 
 
+def rows_outer(target: Target, itemsize: int, nr: int, kc: int) -> bool:
+    """The order of a block's tiles. BLIS runs each KC x NR panel of B against every MR-row
+    panel of A with the B panel in L1. Where that panel does not fit two thirds of L1 (NR =
+    64 on avx512 with KC >= 256: 64 KiB against 48), the tiles go the other way: each MR x
+    KC panel of A (6 KiB) stays in L1 against the whole B block, streamed from L2, and C is
+    walked along its rows, which the hardware prefetcher follows (down its columns it is a
+    new 4 KiB stride per tile)."""
+    return kc * nr * itemsize > target.l1_kib * 1024 * 2 // 3
+
+
 def matmul_blocking(target: Target, itemsize: int, m: int, n: int, k: int,
                     min_units: int = 1) -> dict[str, int]:
     """BLIS blocking from the target: an MR x NR register tile (NR = four vectors where there
     are 32 vector registers and N is that wide, else two; MR as many rows as the registers
     allow beside them), KC so a KC x NR panel of B fills two thirds of L1 but at least 256
     deep, in equal K blocks, MC so an MC x KC block of A fills half of L2, NC so KC x NC of
-    B stays in L3; then NC (or else MC) shrinks until there are `min_units` units of work
-    for the threads."""
+    B stays in L3 (in half of L2 where the tiles go rows outer: rows_outer); then NC (or
+    else MC) shrinks until there are `min_units` units of work for the threads."""
     lanes = target.lanes(itemsize)
     # Each k step loads NV vectors of B and broadcasts MR elements of A for MR x NV FMAs:
     # (MR + NV) / (MR NV) loads per FMA. With 32 registers 6 x 4 vectors needs 10 loads for
@@ -106,6 +116,9 @@ def matmul_blocking(target: Target, itemsize: int, m: int, n: int, k: int,
         # one row block (a pointwise conv's 32-256 rows, a 128-row transformer's) reads
         # each packed B block once, a panel at a time: a block that fits half of L2 is
         # read back from L2, not L3
+        nc = max(nr, min(nc, target.l2_kib * 1024 // 2 // (kc * itemsize)) // nr * nr)
+    if rows_outer(target, itemsize, nr, kc):
+        # every A panel reads the whole B block: it must stay in L2
         nc = max(nr, min(nc, target.l2_kib * 1024 // 2 // (kc * itemsize)) // nr * nr)
     nc = _balanced(n, nc, nr)
     # Units of work for the threads: column blocks (each packs all of A again) when A is the

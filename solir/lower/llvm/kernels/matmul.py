@@ -29,6 +29,7 @@ split into units: every C element is summed over k in the same order.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from typing import Callable
 
@@ -40,6 +41,7 @@ from solir.ir.types import TensorType
 from solir.lower.llvm.element import ElementEmitter, scalar_type
 from solir.lower.llvm.kernels.generic import CHUNK_FN_TYPE, PTR
 from solir.lower.llvm.loops import Builder, I64, carried_loop, const64, for_range
+from solir.lower.schedule import rows_outer
 from solir.targets import Target
 
 I1 = ir.IntType(1)
@@ -149,8 +151,12 @@ class _MatmulEmitter:
         # tile functions that call it are named after it too)
         self.last_cols = N % self.nr
         self.strip_w = self.last_cols if self.lanes > 1 and 0 < self.last_cols < self.mr else 0
+        # the order of a block's tiles (schedule.rows_outer): the microkernels prefetch the
+        # next tile's C, and the functions running the tiles are named after it too
+        self.rows_outer = rows_outer(target, self.size, self.nr, self.kc)
+        self.o_tag = ".ro" if self.rows_outer else ""
         self.h_tag = ("".join(f".h{h}" for h in self.heights)
-                      + (f".c{self.strip_w}" if self.strip_w else ""))
+                      + (f".c{self.strip_w}" if self.strip_w else "") + self.o_tag)
         self.prefix = f"solir.mm.{what}.{self._epilogue_tag()}." if self.epi else "solir.mm."
 
     def _epilogue_tag(self) -> str:
@@ -170,6 +176,8 @@ class _MatmulEmitter:
         source = ("A prepacked at compile time" if self.a_packed
                   else "A read in place" if direct else "A packed per block")
         parts = [f"{self.mr}x{self.nr} register tiles", source]
+        if self.rows_outer:
+            parts.append("each A panel against the whole B block (rows outer)")
         if self.heights:
             parts.append("last rows: " + ", ".join(f"{h}-row" for h in self.heights) + " microkernel")
         w = self.last_cols
@@ -219,7 +227,7 @@ class _MatmulEmitter:
         mr = self.mr if height is None else height
         tall = f"{mr}of{self.mr}" if mr != self.mr else f"{mr}"
         prefix = self.prefix if epilogue else "solir.mm."
-        name = f"{prefix}micro{tall}x{width}{'.da' if direct else ''}.{tag}x{self.lanes}"
+        name = f"{prefix}micro{tall}x{width}{'.da' if direct else ''}{self.o_tag}.{tag}x{self.lanes}"
         if name in self.llmod.globals:          # one per blocking and dtype in a module
             return self.llmod.globals[name]
         fn = ir.Function(self.llmod, fty, name)
@@ -239,13 +247,14 @@ class _MatmulEmitter:
         e = ElementEmitter(self.llmod, b, lanes)     # llvm.fmuladd: an FMA where there is one
         valign = self.size * lanes if (nr * self.size) % (self.size * lanes) == 0 else self.size
         # C's tiles are read (accumulate) and written only after the k loop: ask for the lines
-        # of the next tile down (the block's next one) now, so they arrive while this tile's
-        # and that one's FMAs run instead of stalling the write-back. This tile's own would
-        # come too late where K is short (a 32-deep pointwise conv writes a new line every
-        # 32 FMAs). Past the block's last row they are the next block's, or nothing's (a
-        # prefetch never faults).
+        # of the block's next tile (down, or right where the rows are outer) now, so they
+        # arrive while this tile's and that one's FMAs run instead of stalling the
+        # write-back. This tile's own would come too late where K is short (a 32-deep
+        # pointwise conv writes a new line every 32 FMAs). Past the block's edge they are
+        # the next block's, or nothing's (a prefetch never faults).
         for i in range(mr):
-            row = b.mul(const64(i + self.mr), ldc)
+            row = (b.add(b.mul(const64(i), ldc), const64(nr)) if self.rows_outer
+                   else b.mul(const64(i + self.mr), ldc))
             for off in range(0, nv * lanes, max(1, 64 // self.size)):
                 e.prefetch(b.gep(c, [b.add(row, const64(off))], source_etype=self.ety), write=True)
 
@@ -734,33 +743,36 @@ class _MatmulEmitter:
         tile_fn with the epilogue operands' pointers `ctx`."""
         mr, nr = self.mr, self.nr
         apk, bp, c, ldc, mcur, ncur, kcur, accumulate, ctile = a[:9]
-        with for_range(b, const64(0), ncur, nr, name="jr") as jr:
+        order = [("jr", ncur, nr), ("ir", mcur, mr)]      # BLIS: B panels outer
+        with contextlib.ExitStack() as nest:
+            at = {nm: nest.enter_context(for_range(b, const64(0), end, step, name=nm))
+                  for nm, end, step in (order[::-1] if self.rows_outer else order)}
+            jr, ir_ = at["jr"], at["ir"]
             wn = self.smin(b, b.sub(ncur, jr), const64(nr))
+            hm = self.smin(b, b.sub(mcur, ir_), const64(mr))
             b_panel = self.gep(b, bp, b.mul(jr, kcur))
-            with for_range(b, const64(0), mcur, mr, name="ir") as ir_:
-                hm = self.smin(b, b.sub(mcur, ir_), const64(mr))
-                if direct:                 # A in place: row ir of the block, stride lda
-                    lda = a[9]
-                    a_panel = self.gep(b, apk, b.mul(ir_, lda))
-                    more = [lda, hm]
-                else:
-                    a_panel = self.gep(b, apk, b.mul(ir_, kcur))
-                    more = []
-                cptr = self.gep(b, c, b.add(b.mul(ir_, ldc), jr))
-                if micro is None:
-                    assert ctx is not None
-                    b.call(self.tile_fn(direct), [kcur, a_panel, b_panel, cptr, ldc, accumulate,
-                                                  a[9] if direct else const64(0), hm, wn, ctile,
-                                                  ctx, ir_, jr])
-                else:
-                    full = b.and_(b.icmp_signed("==", hm, const64(mr)),
-                                  b.icmp_signed("==", wn, const64(nr)))
-                    with b.if_else(full) as (then, otherwise):
-                        with then:
-                            b.call(micro, [kcur, a_panel, b_panel, cptr, ldc, accumulate] + more)
-                        with otherwise:
-                            self._edge_tile(b, direct, hm, wn, [kcur, a_panel, b_panel], more,
-                                            cptr, ldc, accumulate, ctile)
+            if direct:                 # A in place: row ir of the block, stride lda
+                lda = a[9]
+                a_panel = self.gep(b, apk, b.mul(ir_, lda))
+                more = [lda, hm]
+            else:
+                a_panel = self.gep(b, apk, b.mul(ir_, kcur))
+                more = []
+            cptr = self.gep(b, c, b.add(b.mul(ir_, ldc), jr))
+            if micro is None:
+                assert ctx is not None
+                b.call(self.tile_fn(direct), [kcur, a_panel, b_panel, cptr, ldc, accumulate,
+                                              a[9] if direct else const64(0), hm, wn, ctile,
+                                              ctx, ir_, jr])
+            else:
+                full = b.and_(b.icmp_signed("==", hm, const64(mr)),
+                              b.icmp_signed("==", wn, const64(nr)))
+                with b.if_else(full) as (then, otherwise):
+                    with then:
+                        b.call(micro, [kcur, a_panel, b_panel, cptr, ldc, accumulate] + more)
+                    with otherwise:
+                        self._edge_tile(b, direct, hm, wn, [kcur, a_panel, b_panel], more,
+                                        cptr, ldc, accumulate, ctile)
 
     def tile_fn(self, direct: bool) -> ir.Function:
         """tile(k, ap, bp, c, ldc, accumulate, lda, hm, wn, ctile, ctx, i, j): one tile of the
