@@ -112,13 +112,11 @@ def matmul_blocking(target: Target, itemsize: int, m: int, n: int, k: int,
     mc = max(mr, target.l2_kib * 1024 // 2 // (kc * itemsize) // mr * mr)
     mc = _balanced(m, mc, mr)
     nc = max(nr, min(4096, target.l3_kib * 1024 // 4 // (kc * itemsize)) // nr * nr)
-    if m <= mc:
-        # one row block (a pointwise conv's 32-256 rows, a 128-row transformer's) reads
-        # each packed B block once, a panel at a time: a block that fits half of L2 is
-        # read back from L2, not L3
-        nc = max(nr, min(nc, target.l2_kib * 1024 // 2 // (kc * itemsize)) // nr * nr)
-    if rows_outer(target, itemsize, nr, kc):
-        # every A panel reads the whole B block: it must stay in L2
+    if m <= mc or rows_outer(target, itemsize, nr, kc):
+        # B blocks in half of L2: one row block (a pointwise conv's 32-256 rows, a 128-row
+        # transformer's) reads each packed B block once, a panel at a time, and a block
+        # that fits is read back from L2, not L3; with the tiles rows outer every A panel
+        # reads the whole B block
         nc = max(nr, min(nc, target.l2_kib * 1024 // 2 // (kc * itemsize)) // nr * nr)
     nc = _balanced(n, nc, nr)
     # Units of work for the threads: column blocks (each packs all of A again) when A is the
