@@ -132,18 +132,34 @@ def test_matmul_epilogues_match_the_interpreter(case):
 def test_rows_outer_tile_order_matches_numpy(threads):
     """Where a KC x NR panel of B overflows L1 the block's tiles run an A panel against the
     whole B block (schedule.rows_outer): forced here with KC = 1100 on any host, over K
-    split into blocks (C accumulated), edge rows and columns, plain and with an epilogue."""
+    split into blocks (C accumulated), edge rows and columns, plain and with an epilogue,
+    with A read in place (50 rows) and packed a panel at a time before its row of tiles
+    (130 rows: more than half of any host's L2; and a transposed A)."""
     rng = np.random.default_rng(3)
-    a = rng.standard_normal((50, 2300)).astype(np.float32)
     w = rng.standard_normal((2300, 70)).astype(np.float32)
     v = rng.standard_normal(70).astype(np.float32)
     tiles = (6, 16, 1100, 24, 32, 1)
-    for fn in (lambda a, w, v: a @ w, lambda a, w, v: jax.nn.relu(a @ w + v)):
+    cases = [(lambda a, w, v: a @ w, (50, 2300), "A read in place"),
+             (lambda a, w, v: jax.nn.relu(a @ w + v), (50, 2300), "A read in place"),
+             (lambda a, w, v: a @ w, (130, 2300), "A packed a panel at a time"),
+             (lambda a, w, v: jax.nn.relu(a @ w + v), (130, 2300), "A packed a panel at a time")]
+    for fn, shape, source in cases:
+        a = rng.standard_normal(shape).astype(np.float32)
         f = solir.jit(fn, options=solir.Options(matmul_tiles=tiles, epilogue_bytes=0),
                       num_threads=threads, algorithms={"dot": "matmul"})
-        assert "(rows outer)" in f.lower(a, w, v).as_text("loops")
+        loops = f.lower(a, w, v).as_text("loops")
+        assert "(rows outer)" in loops and source in loops
         want = np.asarray(fn(a.astype(np.float64), w.astype(np.float64), v.astype(np.float64)))
         np.testing.assert_allclose(f(a, w, v), want, rtol=1e-4, atol=1e-3)
+    # a transposed A, packed a panel at a time: Winograd's product for few tiles (C^T = V^T U^T)
+    x = rng.standard_normal((1, 40, 6, 6)).astype(np.float32)
+    k = rng.standard_normal((20, 40, 3, 3)).astype(np.float32)
+    conv = lambda x, k: jax.lax.conv_general_dilated(x, k, (1, 1), "SAME")  # noqa: E731
+    f = solir.jit(conv, options=solir.Options(matmul_tiles=tiles), num_threads=threads,
+                  algorithms={"conv": "winograd"})
+    loops = f.lower(x, k).as_text("loops")
+    assert "trans_a = true" in loops and "A packed a panel at a time" in loops
+    np.testing.assert_allclose(f(x, k), np.asarray(jax.jit(conv)(x, k)), rtol=1e-4, atol=1e-3)
 
 
 def test_thread_count_never_changes_a_bit():

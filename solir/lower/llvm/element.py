@@ -117,11 +117,13 @@ class ElementEmitter:
                           [t, ptr.type, ir.IntType(32), mask.type])
         self.b.call(fn, [value, ptr, ir.Constant(ir.IntType(32), align), mask])
 
-    def prefetch(self, ptr: ir.Value, write: bool = False) -> None:
-        """A hint to bring the cache line at `ptr` into L1 (for writing, if `write`)."""
+    def prefetch(self, ptr: ir.Value, write: bool = False, locality: int = 3) -> None:
+        """A hint to bring the cache line at `ptr` into L1 (for writing, if `write`); a lower
+        `locality` keeps it further out (2: L2)."""
         i32 = ir.IntType(32)
         fn = self.declare("llvm.prefetch.p0", ir.VoidType(), [ptr.type, i32, i32, i32])
-        self.b.call(fn, [ptr, ir.Constant(i32, int(write)), ir.Constant(i32, 3), ir.Constant(i32, 1)])
+        self.b.call(fn, [ptr, ir.Constant(i32, int(write)), ir.Constant(i32, locality),
+                                 ir.Constant(i32, 1)])
 
     def libm(self, name: str, args: Sequence[ir.Value]) -> ir.Value:
         """A libm function (`tanhf` for f32, `tanh` for f64), applied lane by lane."""

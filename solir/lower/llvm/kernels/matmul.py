@@ -29,7 +29,6 @@ split into units: every C element is summed over k in the same order.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 from typing import Callable
 
@@ -48,6 +47,12 @@ I1 = ir.IntType(1)
 SCRATCH = "solir_scratch"
 
 
+# A whole panel block of MR <= lanes rows is stored as MR whole vectors, interleaved with
+# two-source permutes (vpermt2ps), where there are at least this many lanes; narrower
+# vectors transpose a padded square and store overlapping vectors (the AVX2 way: its
+# permutes cross 128-bit halves at a cost). On AVX-512 that was 44 shuffles and 16 stores,
+# overlapping and line-splitting, per 16 x 6 block, against about 30 shuffles and 6 stores.
+INTERLEAVE_LANES = 16
 PACK_B_AHEAD = 4     # rows of B prefetched ahead while packing it (_pack_b_rows)
 
 
@@ -55,6 +60,25 @@ def scratch(llmod: ir.Module, b: ir.IRBuilder, nbytes: int) -> ir.Value:
     """The calling thread's scratch memory from the runtime (solir_scratch), `nbytes` long."""
     fn = llmod.globals.get(SCRATCH) or ir.Function(llmod, ir.FunctionType(PTR, [I64]), SCRATCH)
     return b.call(fn, [const64(nbytes)], name="scratch")
+
+
+def interleave(b: ir.IRBuilder, rows: list[ir.Value]) -> list[ir.Value]:
+    """`r` vectors of `n` lanes interleaved: r vectors whose concatenation holds
+    rows[t][q] at q*r + t (a whole r x n block of a packed A panel)."""
+    r, n = len(rows), rows[0].type.count
+    i32 = ir.IntType(32)
+    vs = rows + [ir.Constant(rows[0].type, None)] * ((1 << (r - 1).bit_length()) - r)
+    while len(vs) > 1:          # concatenated: row t at t*n
+        w = vs[0].type.count
+        both = ir.Constant(ir.VectorType(i32, 2 * w), list(range(2 * w)))
+        vs = [b.shuffle_vector(vs[i], vs[i + 1], both) for i in range(0, len(vs), 2)]
+    whole = vs[0]
+    undef = ir.Constant(whole.type, None)
+    out = []
+    for j in range(r):
+        idx = [(g % r) * n + g // r for g in range(j * n, (j + 1) * n)]
+        out.append(b.shuffle_vector(whole, undef, ir.Constant(ir.VectorType(i32, n), idx)))
+    return out
 
 
 def transpose(b: ir.IRBuilder, rows: list[ir.Value]) -> list[ir.Value]:
@@ -155,6 +179,11 @@ class _MatmulEmitter:
         # next tile's C, and the functions running the tiles are named after it too
         self.rows_outer = rows_outer(target, self.size, self.nr, self.kc)
         self.o_tag = ".ro" if self.rows_outer else ""
+        # ... and, rows outer, each A panel is packed (in L1) just before its row of tiles,
+        # which prefetch the next one's rows: packing a whole A block up front waited on
+        # memory (rows a power-of-two stride apart, 16 lines each), with nothing to overlap
+        self.jit_a = self.rows_outer and not self.a_packed and not self.direct_a()
+        self.a_tag = ".ja" if self.jit_a else ""
         self.h_tag = ("".join(f".h{h}" for h in self.heights)
                       + (f".c{self.strip_w}" if self.strip_w else "") + self.o_tag)
         self.prefix = f"solir.mm.{what}.{self._epilogue_tag()}." if self.epi else "solir.mm."
@@ -174,7 +203,9 @@ class _MatmulEmitter:
     def plan(self) -> str:
         direct = self.direct_a()
         source = ("A prepacked at compile time" if self.a_packed
-                  else "A read in place" if direct else "A packed per block")
+                  else "A read in place" if direct
+                  else "A packed a panel at a time, before its row of tiles" if self.jit_a
+                  else "A packed per block")
         parts = [f"{self.mr}x{self.nr} register tiles", source]
         if self.rows_outer:
             parts.append("each A panel against the whole B block (rows outer)")
@@ -682,7 +713,14 @@ class _MatmulEmitter:
         e = ElementEmitter(self.llmod, b, lanes)
         zero = ir.Constant(self.vty, [0.0] * lanes)
         kv = b.mul(b.sdiv(kcur, const64(lanes)), const64(lanes))
-        with for_range(b, const64(0), kv, lanes, name=f"{name}v") as p:
+        def interleaved(p: ir.Value) -> None:
+            vecs = [b.load(self.gep(b, src, b.add(b.mul(const64(t), s_outer), p)),
+                           typ=self.vty, align=self.size) for t in range(rows)]
+            for j, v in enumerate(interleave(b, vecs)):
+                b.store(v, self.gep(b, dst, b.add(b.mul(p, const64(rows)), const64(j * lanes))),
+                        align=self.size)
+
+        def transposed(p: ir.Value) -> None:
             chunks = []
             for c0 in range(0, rows, lanes):
                 n = min(lanes, rows - c0)
@@ -701,13 +739,17 @@ class _MatmulEmitter:
                         b.store(cols[q], ptr, align=self.size)
                     else:
                         e.masked_store(cols[q], ptr, self.size, n)
+
+        with for_range(b, const64(0), kv, lanes, name=f"{name}v") as p:
+            (interleaved if rows <= lanes and lanes >= INTERLEAVE_LANES else transposed)(p)
         with for_range(b, const64(0), const64(rows), 1, name=f"{name}r", unroll=False) as t:
             self._copy_row(b, src, dst, t, kv, kcur, s_outer, const64(1), rows, f"{name}rp")
 
     def _block_args(self, direct: bool) -> list[tuple[str, ir.Type]]:
         return ([("ap", PTR), ("bp", PTR), ("c", PTR), ("ldc", I64), ("mcur", I64), ("ncur", I64),
                  ("kcur", I64), ("accumulate", I1), ("ctile", PTR)]
-                + ([("lda", I64)] if direct else []))
+                + ([("lda", I64)] if direct else [])
+                + ([("s_i", I64), ("s_k", I64), ("apk", PTR)] if self.jit_a else []))
 
     def block_fn(self, micro: ir.Function, direct: bool = False) -> ir.Function:
         """block(ap, bp, c = &C(b, i0, j0), ldc, mcur, ncur, kcur, accumulate, ctile, [lda]):
@@ -715,7 +757,7 @@ class _MatmulEmitter:
         the narrowest microkernel covering them (_edge_tile). direct: `ap` = &A(b, i0, p0)
         read in place by micro.da with stride lda. One serves every matmul of a blocking;
         the last K block of a matmul with an epilogue runs its own (epilogue_block_fn)."""
-        return self._helper(f"block{self.mr}x{self.nr}{'.da' if direct else ''}{self.h_tag}",
+        return self._helper(f"block{self.mr}x{self.nr}{'.da' if direct else ''}{self.a_tag}{self.h_tag}",
                             self._block_args(direct),
                             lambda b, a: self._tiles(b, a, direct, micro, None))
 
@@ -723,7 +765,7 @@ class _MatmulEmitter:
         """block.epi(... as block ..., ctx): the last K block of a matmul with an epilogue,
         every tile through tile_fn; ctx holds the epilogue operands' pointers at the block,
         then their row strides."""
-        name = f"{self.prefix}block{'.da' if direct else ''}{self.h_tag}"
+        name = f"{self.prefix}block{'.da' if direct else ''}{self.a_tag}{self.h_tag}"
         if name in self.llmod.globals:
             return self.llmod.globals[name]
         args = self._block_args(direct) + [("ctx", PTR)]
@@ -740,39 +782,74 @@ class _MatmulEmitter:
     def _tiles(self, b: ir.IRBuilder, a: list[ir.Value], direct: bool, micro: ir.Function | None,
                ctx: ir.Value | None) -> None:
         """The loops over a block's tiles: each through `micro` (and _edge_tile), or through
-        tile_fn with the epilogue operands' pointers `ctx`."""
+        tile_fn with the epilogue operands' pointers `ctx`. BLIS order (B panels outer), or
+        rows outer; with jit_a, each A panel is packed before its row of tiles, which
+        prefetch the next panel's rows into L2 a few lines per tile."""
         mr, nr = self.mr, self.nr
         apk, bp, c, ldc, mcur, ncur, kcur, accumulate, ctile = a[:9]
-        order = [("jr", ncur, nr), ("ir", mcur, mr)]      # BLIS: B panels outer
-        with contextlib.ExitStack() as nest:
-            at = {nm: nest.enter_context(for_range(b, const64(0), end, step, name=nm))
-                  for nm, end, step in (order[::-1] if self.rows_outer else order)}
-            jr, ir_ = at["jr"], at["ir"]
+
+        def tile(ir_: ir.Value, jr: ir.Value, hm: ir.Value, a_panel: ir.Value) -> None:
             wn = self.smin(b, b.sub(ncur, jr), const64(nr))
-            hm = self.smin(b, b.sub(mcur, ir_), const64(mr))
             b_panel = self.gep(b, bp, b.mul(jr, kcur))
-            if direct:                 # A in place: row ir of the block, stride lda
-                lda = a[9]
-                a_panel = self.gep(b, apk, b.mul(ir_, lda))
-                more = [lda, hm]
-            else:
-                a_panel = self.gep(b, apk, b.mul(ir_, kcur))
-                more = []
+            more = [a[9], hm] if direct else []
             cptr = self.gep(b, c, b.add(b.mul(ir_, ldc), jr))
             if micro is None:
                 assert ctx is not None
                 b.call(self.tile_fn(direct), [kcur, a_panel, b_panel, cptr, ldc, accumulate,
                                               a[9] if direct else const64(0), hm, wn, ctile,
                                               ctx, ir_, jr])
+                return
+            full = b.and_(b.icmp_signed("==", hm, const64(mr)),
+                          b.icmp_signed("==", wn, const64(nr)))
+            with b.if_else(full) as (then, otherwise):
+                with then:
+                    b.call(micro, [kcur, a_panel, b_panel, cptr, ldc, accumulate] + more)
+                with otherwise:
+                    self._edge_tile(b, direct, hm, wn, [kcur, a_panel, b_panel], more,
+                                    cptr, ldc, accumulate, ctile)
+
+        def panel(ir_: ir.Value) -> ir.Value:
+            """A's MR-row panel at row ir of the block."""
+            if direct:                 # A in place: row ir of the block, stride lda
+                return self.gep(b, apk, b.mul(ir_, a[9]))
+            return self.gep(b, apk, b.mul(ir_, kcur))
+
+        if not self.rows_outer:
+            with for_range(b, const64(0), ncur, nr, name="jr") as jr:
+                with for_range(b, const64(0), mcur, mr, name="ir") as ir_:
+                    tile(ir_, jr, self.smin(b, b.sub(mcur, ir_), const64(mr)), panel(ir_))
+            return
+        with for_range(b, const64(0), mcur, mr, name="ir") as ir_:
+            hm = self.smin(b, b.sub(mcur, ir_), const64(mr))
+            if self.jit_a:
+                s_i, s_k, buf = a[9:12]
+                b.call(self.pack_a_fn(), [self.gep(b, apk, b.mul(ir_, s_i)), buf, hm, kcur,
+                                          s_i, s_k])
+                a_panel = buf
             else:
-                full = b.and_(b.icmp_signed("==", hm, const64(mr)),
-                              b.icmp_signed("==", wn, const64(nr)))
-                with b.if_else(full) as (then, otherwise):
-                    with then:
-                        b.call(micro, [kcur, a_panel, b_panel, cptr, ldc, accumulate] + more)
-                    with otherwise:
-                        self._edge_tile(b, direct, hm, wn, [kcur, a_panel, b_panel], more,
-                                        cptr, ldc, accumulate, ctile)
+                a_panel = panel(ir_)
+            with for_range(b, const64(0), ncur, nr, name="jr") as jr:
+                if self.jit_a:
+                    self._prefetch_next_panel(b, apk, b.add(ir_, const64(mr)), jr, s_i, s_k)
+                tile(ir_, jr, hm, a_panel)
+
+    def _prefetch_next_panel(self, b: ir.IRBuilder, src: ir.Value, i_next: ir.Value,
+                             jr: ir.Value, s_i: ir.Value, s_k: ir.Value) -> None:
+        """Tile jr/NR of a row prefetches its share of the next A panel's source (rows
+        i_next.., contiguous along k) into L2: the MR x KC panel's lines, row by row, spread
+        over the NC/NR tiles of a row so that they arrive while the tiles run. (A transposed
+        A is not prefetched.)"""
+        e = ElementEmitter(self.llmod, b, self.lanes)
+        per_line = max(1, 64 // self.size)
+        lines = self.mr * -(-self.kc // per_line)
+        per_tile = min(64, -(-lines // -(-self.nc // self.nr)))
+        first = b.mul(b.sdiv(jr, const64(self.nr)), const64(per_tile))
+        with b.if_then(b.icmp_signed("==", s_k, const64(1))):
+            for q in range(per_tile):
+                g = b.add(first, const64(q))
+                t, line = b.urem(g, const64(self.mr)), b.udiv(g, const64(self.mr))
+                off = b.add(b.mul(b.add(i_next, t), s_i), b.mul(line, const64(per_line)))
+                e.prefetch(b.gep(src, [off], source_etype=self.ety), locality=2)
 
     def tile_fn(self, direct: bool) -> ir.Function:
         """tile(k, ap, bp, c, ldc, accumulate, lda, hm, wn, ctile, ctx, i, j): one tile of the
@@ -976,9 +1053,12 @@ class _MatmulEmitter:
                     else:
                         a_src = self.gep(b, asrc, b.add(a_base, b.add(b.mul(i0, const64(self.a_is)),
                                                                       b.mul(p0, const64(self.a_ps)))))
-                        b.call(pack_a, [a_src, apk, mcur, kcur, const64(self.a_is),
-                                        const64(self.a_ps)])
-                        apan = apk
+                        if self.jit_a:          # the block packs each panel as it goes
+                            apan = a_src
+                        else:
+                            b.call(pack_a, [a_src, apk, mcur, kcur, const64(self.a_is),
+                                            const64(self.a_ps)])
+                            apan = apk
                     cptr = self.gep(b, c, b.add(c_base, b.add(b.mul(i0, const64(N)), j0)))
                     if self.epi:        # the epilogue operands at (bi, i0, j0)
                         for n, (p, (cb, cm, cn, c0)) in enumerate(zip(epi_src, self.epi_coeffs)):
@@ -988,6 +1068,8 @@ class _MatmulEmitter:
                                     b.gep(ctx, [const64(n)], source_etype=PTR, inbounds=True))
                     args = [apan, bpan, cptr, const64(N), mcur, ncur, kcur, accumulate,
                             ctile] + ([const64(self.a_is)] if direct else [])
+                    if self.jit_a:
+                        args += [const64(self.a_is), const64(self.a_ps), apk]
                     if self.epi:
                         last = b.icmp_signed("==", b.add(p0, kcur), const64(K))
                         with b.if_else(last) as (then, otherwise):
