@@ -464,3 +464,50 @@ def test_row_groups_streaming_large_rows(threads):
         if x.nbytes >= solir.get_target("host").l2_kib * 1024:
             assert "prefetch" in lowered.as_text("asm")
         assert_close(lowered.compile()(*args), np.asarray(jax.jit(fn)(*args)))
+
+
+_STRIP_AT_A_PAGE_END = r'''
+import ctypes, mmap, re, sys
+import numpy as np, llvmlite.binding as llvm, solir
+rng = np.random.default_rng(5)
+w = rng.standard_normal((30, 40)).astype(np.float32)
+f = solir.jit(lambda x: w @ x, algorithms={"dot": "matmul"})
+txt = f.lower(np.zeros((40, 196), np.float32)).as_text("llvm")
+[name] = set(re.findall(r'define internal void @"(solir\.mm\.cols(\d+)x(\d+)of(\d+)[^"]*)"', txt))
+name, mr, w_, nr = name[0], int(name[1]), int(name[2]), int(name[3])
+txt = txt.replace(f'define internal void @"{name}"', f'define void @"{name}"')
+llvm.initialize_native_target(); llvm.initialize_native_asmprinter()
+mod = llvm.parse_assembly(txt)
+tm = llvm.Target.from_default_triple().create_target_machine(
+    cpu=llvm.get_host_cpu_name(), features=llvm.get_host_cpu_features().flatten(), opt=2)
+ee = llvm.create_mcjit_compiler(mod, tm); ee.finalize_object()
+cols = ctypes.CFUNCTYPE(None, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)(
+    ee.get_function_address(name))
+page = mmap.PAGESIZE
+buf = mmap.mmap(-1, 2 * page)
+base = ctypes.addressof(ctypes.c_char.from_buffer(buf))
+libc = ctypes.CDLL(None)
+assert libc.mprotect(ctypes.c_void_p(base + page), page, 0) == 0     # the next page: no access
+for k in (1, 2, 3, 5, 37):
+    a = rng.standard_normal((k, mr)).astype(np.float32)                 # the panel ends the page
+    at = base + page - a.nbytes
+    ctypes.memmove(at, a.ctypes.data, a.nbytes)
+    bp = rng.standard_normal((k, nr)).astype(np.float32)
+    tile = np.zeros((mr, nr), np.float32)
+    cols(k, at, bp.ctypes.data, tile.ctypes.data)
+    np.testing.assert_allclose(tile[:, :w_], a.T @ bp[:, :w_], rtol=1e-5, atol=1e-5)
+print("ok", name)
+'''
+
+
+def test_column_strip_reads_nothing_past_the_a_panel():
+    """The last-columns strip (vectors along M) loads a vector of the A panel per k step;
+    its lanes past MR run on into the next steps, and past a prepacked A's last panel, the
+    array's end. With A's panel ending a page and the next page unmapped, it must not fault
+    (AVX-512's 16 lanes over 6 rows reach two steps on). In a child: a fault kills it."""
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-c", _STRIP_AT_A_PAGE_END], capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.startswith("ok")

@@ -396,11 +396,14 @@ class _MatmulEmitter:
         nvec = -(-mr // lanes)                      # vectors per MR rows
         tail = mr - (nvec - 1) * lanes              # rows in the last one
         zero = ir.Constant(self.vty, [0.0] * lanes)
-        # the last vector's lanes past MR belong to the next k step, or at the last one
-        # would be past the packed block's end: that step's are masked off (a masked load
-        # every step cost as much as the FMAs)
+        # the last vector's lanes past MR belong to the next k steps, or at the last
+        # `masked` steps would be past the packed panel's end (16 lanes over 6 rows reach
+        # two steps on: a prepacked A's last panel ends its array, and a page may end
+        # there): those steps' loads are masked (a masked load every step cost as much as
+        # the FMAs)
         mask = (ir.Constant(ir.VectorType(ir.IntType(1), lanes), [1] * tail + [0] * (lanes - tail))
                 if tail < lanes else None)
+        masked = -(-nvec * lanes // mr) - 1
         per = w * nvec
         chains = max(1, min(4, 8 // per))
 
@@ -422,12 +425,13 @@ class _MatmulEmitter:
         def chained(p: ir.Value, acc: list[ir.Value]) -> list[ir.Value]:
             return [x for u in range(chains)
                     for x in step(b.add(p, const64(u)), acc[u * per:(u + 1) * per])]
-        k1 = b.sub(k, const64(1))                   # steps 0 .. k-2, then the last
+        # steps 0 .. k-1-masked, then the last ones (all of them when k is that short)
+        k1 = ElementEmitter(self.llmod, b, 1).intrinsic("smax", [b.sub(k, const64(masked)),
+                                                               const64(0)])
         acc = carried_loop(b, const64(0), k1, chains, [zero] * (chains * per), chained, "k")
         rest = b.sub(k1, b.srem(k1, const64(chains)))
         first = carried_loop(b, rest, k1, 1, acc[:per], step, "k1")
-        lo = b.select(b.icmp_signed(">", k, const64(0)), k1, k)      # (no step when k = 0)
-        first = carried_loop(b, lo, k, 1, first, lambda p, a: step(p, a, last=True), "klast")
+        first = carried_loop(b, k1, k, 1, first, lambda p, a: step(p, a, last=True), "klast")
         sums = [functools.reduce(b.fadd, [first[x]] + [acc[u * per + x] for u in range(1, chains)])
                 for x in range(per)]
         for j in range(w):
