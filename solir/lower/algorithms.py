@@ -2,9 +2,9 @@
 is an attribute (`algorithm`) on the tensor op, which its lowering reads; changing it never
 changes what is computed, only how (tests/test_schedules.py checks every choice).
 
-    tensor.conv         im2col    patches + the packed matmul microkernel (NCHW with unit
-                                  column stride: the patches are gathered from the image
-                                  while B panels are packed, never written whole)
+    tensor.conv         im2col    patches + the packed matmul microkernel (NCHW with
+                                  column stride 1 or 2: the patches are gathered from the
+                                  image while B panels are packed, never written whole)
                         im2col_rows  NCHW convs the other way round, C^T = P W^T: output
                                   positions are the product's rows (small images, where
                                   they are too few for the register tile's wide columns)

@@ -249,12 +249,12 @@ def conv_im2col_layout(op: Op) -> str | None:
 
 
 def patches_gathered(p: dict[str, Any]) -> bool:
-    """NCHW image, OIHW kernel and output, unit column stride: kernel.matmul's B packing
+    """NCHW image, OIHW kernel and output, column stride 1 or 2: kernel.matmul's B packing
     gathers the patches from the image (`patches`), so no patch matrix is written."""
     nchw = [0, 1, 2, 3]
     return (p["ns"] == 2 and list(p["lhs_spec"]) == nchw and list(p["rhs_spec"]) == nchw
             and list(p["out_spec"]) == nchw and p["lhs_dilation"] == (1, 1)
-            and p["strides"][1] == 1)
+            and p["strides"][1] in (1, 2))
 
 
 def _conv_as_matmul(op: Op, b: Builder, rows: bool = False) -> Value | None:

@@ -530,8 +530,10 @@ class _MatmulEmitter:
         X[c, oh*SH + kh*DH - PH, ow*SW + kw*DW - PW] (zero outside). For each vector of `lanes`
         columns, the lanes that fall in one output row read contiguous image elements (SW = 1),
         so a vector is one masked load per output row it spans; masked-off lanes (padding,
-        other rows, beyond ncur) are zero and never touch memory. One function per conv
-        geometry: its sizes are constants, so the divisions are multiplications."""
+        other rows, beyond ncur) are zero and never touch memory. With SW = 2 (strided convs:
+        a ResNet's stem and its downsampling layers) a row's lanes read every other element:
+        two masked loads of the even ones, then a shuffle (_strided_lanes). One function per
+        conv geometry: its sizes are constants, so the divisions are multiplications."""
         kh_, kw_, sh, sw, ph, pw, dh, dw, oh_, ow_ = self.patches
         c_, h_, w_ = self.image
         nr = self.nr
@@ -569,15 +571,16 @@ class _MatmulEmitter:
                         row_ok = b.and_(b.icmp_signed(">=", iy, const64(0)),
                                         b.icmp_signed("<", iy, const64(h_)))
                         ow_lane = b.sub(b.add(splat(ow0), iota), vconst(rr * ow_))
-                        ix = b.add(splat(dx), ow_lane)
+                        ix = b.add(splat(dx), b.mul(ow_lane, vconst(sw)))
                         m = b.and_(b.icmp_signed(">=", ow_lane, vconst(0)),
                                    b.icmp_signed("<", ow_lane, vconst(ow_)))
                         m = b.and_(m, b.and_(b.icmp_signed(">=", ix, vconst(0)),
                                              b.icmp_signed("<", ix, vconst(w_))))
                         masks.append(b.and_(b.and_(m, in_block), e.splat(row_ok)))
                         # lane 0's offset in the plane; lanes outside the row are masked off
+                        lane0 = b.mul(b.sub(ow0, const64(rr * ow_)), const64(sw))
                         offs.append(b.add(b.mul(b.select(row_ok, iy, const64(0)), const64(w_)),
-                                          b.sub(b.add(ow0, dx), const64(rr * ow_))))
+                                          b.add(lane0, dx)))
                     # channels whose row r = c*khw + w lies in [p0, p1)
                     c_lo = b.sdiv(b.add(b.sub(p0, w), const64(khw - 1)), const64(khw))
                     c_hi = b.sdiv(b.add(b.sub(p1, w), const64(khw - 1)), const64(khw))
@@ -586,13 +589,34 @@ class _MatmulEmitter:
                         acc = zero
                         for m, off in zip(masks, offs):
                             ptr = b.gep(src, [b.add(plane, off)], source_etype=self.ety)
-                            acc = e.masked_load(vty, ptr, self.size, m, acc)
+                            if sw == 1:
+                                acc = e.masked_load(vty, ptr, self.size, m, acc)
+                            else:
+                                acc = b.select(m, self._strided_lanes(e, ptr, m, vty), acc)
                         p = b.sub(b.add(b.mul(c, const64(khw)), w), p0)
                         out = b.add(out0, b.mul(p, const64(nr)))
                         b.store(acc, self.gep(b, dst, out), align=self.size)
         return self._helper(f"packpatches{nr}.{geo}", [
             ("src", PTR), ("dst", PTR), ("p0", I64), ("kcur", I64), ("j0", I64), ("ncur", I64)],
             body)
+
+    def _strided_lanes(self, e: ElementEmitter, ptr: ir.Value, m: ir.Value,
+                       vty: ir.VectorType) -> ir.Value:
+        """Lane t = ptr[2 t] where m[t] (SW = 2): the two vectors the lanes span, each a
+        masked load of its even elements only (odd ones, and lanes off m, never touch
+        memory), then the even elements of the pair."""
+        b, lanes = e.b, vty.count
+        i32 = ir.IntType(32)
+        off = ir.Constant(ir.VectorType(ir.IntType(1), lanes), [0] * lanes)
+        zero = ir.Constant(vty, [0.0] * lanes)
+        halves = []
+        for h in range(2):
+            idx = [(h * lanes + t) // 2 if t % 2 == 0 else lanes for t in range(lanes)]
+            mh = b.shuffle_vector(m, off, ir.Constant(ir.VectorType(i32, lanes), idx))
+            at = b.gep(ptr, [const64(h * lanes)], source_etype=self.ety)
+            halves.append(e.masked_load(vty, at, self.size, mh, zero))
+        evens = ir.Constant(ir.VectorType(i32, lanes), list(range(0, 2 * lanes, 2)))
+        return b.shuffle_vector(halves[0], halves[1], evens)
 
     def pack_a_fn(self) -> ir.Function:
         """packa(src = &A(b, i0, p0), dst, mcur, kcur, s_i, s_k): Ap[ip][p][ii] =
