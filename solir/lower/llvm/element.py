@@ -123,7 +123,7 @@ class ElementEmitter:
         i32 = ir.IntType(32)
         fn = self.declare("llvm.prefetch.p0", ir.VoidType(), [ptr.type, i32, i32, i32])
         self.b.call(fn, [ptr, ir.Constant(i32, int(write)), ir.Constant(i32, locality),
-                                 ir.Constant(i32, 1)])
+                         ir.Constant(i32, 1)])
 
     def libm(self, name: str, args: Sequence[ir.Value]) -> ir.Value:
         """A libm function (`tanhf` for f32, `tanh` for f64), applied lane by lane."""

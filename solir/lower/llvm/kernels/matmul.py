@@ -780,12 +780,15 @@ class _MatmulEmitter:
                 + ([("s_i", I64), ("s_k", I64), ("apk", PTR)] if self.jit_a else []))
 
     def block_fn(self, micro: ir.Function, direct: bool = False) -> ir.Function:
-        """block(ap, bp, c = &C(b, i0, j0), ldc, mcur, ncur, kcur, accumulate, ctile, [lda]):
-        every microkernel tile of a packed A block against the packed B block. Edge tiles run
-        the narrowest microkernel covering them (_edge_tile). direct: `ap` = &A(b, i0, p0)
-        read in place by micro.da with stride lda. One serves every matmul of a blocking;
-        the last K block of a matmul with an epilogue runs its own (epilogue_block_fn)."""
-        return self._helper(f"block{self.mr}x{self.nr}{'.da' if direct else ''}{self.a_tag}{self.h_tag}",
+        """block(ap, bp, c = &C(b, i0, j0), ldc, mcur, ncur, kcur, accumulate, ctile, [lda],
+        [s_i, s_k, apk]): every microkernel tile of a packed A block against the packed B
+        block. Edge tiles run the narrowest microkernel covering them (_edge_tile). direct:
+        `ap` = &A(b, i0, p0) read in place by micro.da with stride lda. jit_a: `ap` =
+        &A(b, i0, p0) with strides s_i, s_k, each panel packed into `apk` before its row of
+        tiles. One serves every matmul of a blocking; the last K block of a matmul with an
+        epilogue runs its own (epilogue_block_fn)."""
+        da = ".da" if direct else ""
+        return self._helper(f"block{self.mr}x{self.nr}{da}{self.a_tag}{self.h_tag}",
                             self._block_args(direct),
                             lambda b, a: self._tiles(b, a, direct, micro, None))
 
