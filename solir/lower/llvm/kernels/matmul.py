@@ -226,8 +226,13 @@ class _MatmulEmitter:
         return (not self.a_packed and not self.ta and self.lanes > 1
                 and self.M * self.K * self.size <= self.target.l2_kib * 1024 // 2)
 
+    def a_buffer_elems(self) -> int:
+        """A's packing buffer in the scratch: a whole MC x KC block, or one MR x KC panel
+        where the block packs a panel at a time (jit_a)."""
+        return (self.mr if self.jit_a else self.mcp) * self.kc
+
     def scratch_elems(self) -> int:
-        return self.kc * self.ncp + self.mcp * self.kc + self.mr * self.nr
+        return self.kc * self.ncp + self.a_buffer_elems() + self.mr * self.nr
 
     # -- helpers -------------------------------------------------------------------------------------
     def smin(self, b: ir.IRBuilder, x: ir.Value, y: ir.Value) -> ir.Value:
@@ -735,8 +740,9 @@ class _MatmulEmitter:
                          s_outer: ir.Value, rows: int, name: str) -> None:
         """dst[p*rows + t] = src[t*s_outer + p] for t < rows, p < kcur: each block of `lanes`
         rows by `lanes` k-steps is loaded as vectors, transposed with shuffles, and stored as
-        vectors (masked where the block has fewer rows); the last kcur % lanes steps go
-        element by element."""
+        vectors (masked where the block has fewer rows); with INTERLEAVE_LANES or more lanes
+        and rows <= lanes, the rows are interleaved into `rows` whole vectors instead
+        (interleave). The last kcur % lanes steps go element by element."""
         lanes = self.lanes
         e = ElementEmitter(self.llmod, b, lanes)
         zero = ir.Constant(self.vty, [0.0] * lanes)
@@ -1036,7 +1042,7 @@ class _MatmulEmitter:
         asrc, bsrc, *epi_src, c = ptrs
         bp = scratch(self.llmod, b, self.scratch_elems() * self.size)
         apk = self.gep(b, bp, const64(self.kc * self.ncp))
-        ctile = self.gep(b, bp, const64(self.kc * self.ncp + self.mcp * self.kc))
+        ctile = self.gep(b, bp, const64(self.kc * self.ncp + self.a_buffer_elems()))
         n_epi = len(self.epi_coeffs)
         ctx = b.alloca(PTR, size=ir.Constant(ir.IntType(32), max(1, 2 * n_epi)), name="ctx")
         for n, (_, cm, _, _) in enumerate(self.epi_coeffs):     # the operands' row strides
