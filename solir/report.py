@@ -28,7 +28,7 @@ def op_flops(op: Op) -> int:
         lhs = op.operands[0].type
         k = int(np.prod([lhs.shape[d] for d in op.attrs.get("lhs_contract", ())], dtype=np.int64))
         return 2 * out.size * k
-    if op.name == "tensor.conv":
+    if op.name in ("tensor.conv", "tensor.conv_nchwc"):
         rhs = op.operands[1].type
         spec = op.attrs.get("rhs_spec") or tuple(range(rhs.rank))
         # rhs_spec = (out feature, in feature, spatial...): per output, in/groups * window MACs

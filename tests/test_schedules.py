@@ -513,3 +513,93 @@ def test_column_strip_reads_nothing_past_the_a_panel():
                          text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.startswith("ok")
+
+
+@st.composite
+def nchwc_case(draw):
+    n = draw(st.integers(1, 2))
+    c = 16 * draw(st.integers(1, 3))
+    o = 16 * draw(st.integers(1, 5))
+    h, w = draw(st.integers(1, 15)), draw(st.integers(1, 15))
+    kh, kw = draw(st.sampled_from([(3, 3), (1, 3), (5, 5)]))
+    stride = draw(st.sampled_from([1, 2]))
+    pads = tuple((draw(st.integers(0, 2)), draw(st.integers(0, 2))) for _ in range(2))
+    assume = h + sum(pads[0]) >= kh and w + sum(pads[1]) >= kw
+    tiles = draw(st.none() | st.tuples(st.integers(1, 8), st.sampled_from([16, 32, 64]),
+                                        st.integers(1, 48), st.integers(1, 40),
+                                        st.integers(1, 90), st.just(1)))
+    threads = draw(st.sampled_from([1, 2]))
+    constant = draw(st.booleans())
+    return n, c, o, h, w, kh, kw, stride, pads, tiles, threads, constant, assume
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=nchwc_case())
+# a MobileNet block: 14x14 (196 positions: 32 row tiles of 6 and one of 4), K split in two
+@example(case=(1, 32, 64, 14, 14, 3, 3, 1, ((1, 1), (1, 1)), (6, 64, 16, 36, 64, 1), 1, True,
+               True))
+def test_nchwc_chain_matches_the_interpreter_and_jax(case):
+    """A depthwise conv, BN-like scale and shift, ReLU, a pointwise conv, its own scale,
+    shift and clip, then another depthwise conv: the cost model puts the chain in NCHWc
+    (solir/ir/ops/nchwc.py), whose layout changes cancel between the convs. Random
+    channel blocks, images (down to 1x1), windows, strides, asymmetric pads, matmul
+    blockings (KC splitting the channel blocks, any MR, column blocks), threads, and
+    constant or runtime weights; the reference interpreter and jax.jit decide."""
+    import jax
+    from hypothesis import assume
+    n, c, o, h, w, kh, kw, stride, pads, tiles, threads, constant, fits = case
+    assume(fits)
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    dw1 = rng.standard_normal((c, 1, kh, kw)).astype(np.float32)
+    pw = (rng.standard_normal((o, c, 1, 1)) / np.sqrt(c)).astype(np.float32)
+    dw2 = rng.standard_normal((o, 1, 3, 3)).astype(np.float32)
+    s1, b1 = rng.standard_normal(c).astype(np.float32), rng.standard_normal(c).astype(np.float32)
+    s2, b2 = rng.standard_normal(o).astype(np.float32), rng.standard_normal(o).astype(np.float32)
+    dn = ("NCHW", "OIHW", "NCHW")
+
+    def net(x, dw1, pw, dw2):
+        y = jax.lax.conv_general_dilated(x, dw1, (stride, stride), pads, dimension_numbers=dn,
+                                         feature_group_count=c)
+        y = jnp.maximum(y * s1[:, None, None] + b1[:, None, None], 0.0)
+        y = jax.lax.conv_general_dilated(y, pw, (1, 1), "VALID", dimension_numbers=dn)
+        y = jnp.clip(y * s2[:, None, None] + b2[:, None, None], 0.0, 6.0)
+        return jax.lax.conv_general_dilated(y, dw2, (1, 1), "SAME", dimension_numbers=dn,
+                                            feature_group_count=o)
+
+    fn, args = ((lambda x: net(x, dw1, pw, dw2)), [x]) if constant else (net, [x, dw1, pw, dw2])
+    f = solir.jit(fn, num_threads=threads,
+                  options=solir.Options(matmul_tiles=tiles, parallel_min_work=1))
+    lowered = f.lower(*args)
+    table = lowered.as_text("algorithms")
+    assert [line.split()[5] for line in table.splitlines()[1:4]] == ["nchwc"] * 3, table
+    kernels = lowered.as_text("lower-to-kernels")
+    assert "blocked = 16" in kernels and "dw_nchwc" in kernels
+    oh, ow = ((size + sum(pad) - k) // stride + 1 for size, pad, k in zip((h, w), pads, (kh, kw)))
+    if oh > 1 and ow > 1:  # (a 1x1 image's scale is a reshape, not a broadcast: changed too)
+        # the layout changes between the convs cancelled: one into NCHWc, one out
+        assert lowered.as_text("nchwc-layout").count("tensor.transpose") == 2
+    (want,) = run_module(lowered.compilation.module, args)
+    got = np.asarray(f(*args))
+    np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5)
+    np.testing.assert_allclose(got, np.asarray(jax.jit(fn)(*args)), rtol=1e-4, atol=1e-4)
+
+
+def test_nchwc_only_where_it_applies():
+    """nchwc needs channels in whole blocks and a 1x1 stride-1 or a depthwise conv; forcing
+    it elsewhere is a clear error, and a lone such conv keeps its NCHW algorithm (two
+    layout changes for one conv would cost more than they save)."""
+    import jax
+    x = np.ones((1, 24, 8, 8), np.float32)
+    w = np.ones((32, 24, 1, 1), np.float32)
+    conv = lambda x, w: jax.lax.conv_general_dilated(x, w, (1, 1), "VALID")  # noqa: E731
+    with pytest.raises(solir.SolirError, match="cannot use 'nchwc': needs channels in whole "
+                                               "blocks of 16"):
+        solir.jit(conv, algorithms={"conv": "nchwc"})(x, w)
+    w3 = np.ones((32, 32, 3, 3), np.float32)
+    x32 = np.ones((1, 32, 8, 8), np.float32)
+    with pytest.raises(solir.SolirError, match="1x1 window, stride 1 and no padding"):
+        solir.jit(lambda x, w: jax.lax.conv_general_dilated(x, w, (1, 1), "SAME"),
+                  algorithms={"conv": "nchwc"})(x32, w3)
+    lone = solir.jit(conv).lower(x32, np.ones((32, 32, 1, 1), np.float32))
+    assert "nchwc" not in lone.as_text("algorithms")

@@ -16,6 +16,12 @@ changes what is computed, only how (tests/test_schedules.py checks every choice)
                         depthwise one filter per channel (NCHW): a 1-d stencil over each
                                   zero-padded plane, vectors along the whole plane
                                   (solir/ir/ops/depthwise.py)
+                        nchwc     over the blocked NCHWc layout (solir/ir/ops/nchwc.py):
+                                  1x1 stride-1 convs as the microkernel with the output
+                                  positions as rows and channels as vectors, depthwise convs
+                                  as one loop nest on whole channel vectors; the
+                                  nchwc-layout pass cancels the layout changes between
+                                  neighbouring such convs (a chain runs in NCHWc)
                         loops     one loop nest over output x (channel, window): any layout,
                                   groups (depthwise), integer types
     tensor.dot_general  matmul    the packed register-blocked microkernel
@@ -86,6 +92,13 @@ def _depthwise(op: Op) -> str | None:
     return depthwise_applies(op)
 
 
+def _nchwc(op: Op) -> str | None:
+    from solir.ir.ops.nchwc import nchwc_kind
+    from solir.lower.layout import block_size
+    kind, why = nchwc_kind(op, block_size(op.results[0].type.dtype.itemsize))
+    return None if kind else why
+
+
 def _winograd(op: Op) -> str | None:
     from solir.ir.ops.contract import conv_params
     from solir.ir.ops.winograd import winograd_applies
@@ -103,6 +116,8 @@ ALGORITHMS: dict[str, dict[str, Choice]] = {
         "winograd2": Choice("winograd2", _winograd, "Winograd F(2x2,3x3) around the microkernel"),
         "depthwise": Choice("depthwise", _depthwise, "a stencil over each channel's padded "
                             "plane (one filter per channel)"),
+        "nchwc": Choice("nchwc", _nchwc, "over blocked NCHWc channels (1x1 or depthwise), "
+                        "layout changes cancelled between neighbouring such convs"),
         "loops": Choice("loops", _always, "one loop nest over outputs x (channel, window)"),
     },
     "dot": {
@@ -289,6 +304,7 @@ def select_algorithms(module: Module, ctx: PassContext) -> Module:
     uses: dict[Any, list[Op]] = {}       # (values are unique across functions)
     for f in module.funcs if tuning else ():
         uses.update(users(f.body))
+    chosen = []                          # by the cost model (not forced, not timed)
     for kind, index, op in contractions(module):
         forced = _override(kind, index, op, overrides)
         if forced is not None and forced in ALGORITHMS[kind]:
@@ -302,7 +318,48 @@ def select_algorithms(module: Module, ctx: PassContext) -> Module:
         else:
             tuned = _autotune(kind, index, op, ctx, uses) if tuning else None
             op.attrs["algorithm"], op.attrs["algorithm_why"] = tuned or _default(kind, op, ctx.target)
+            if tuned is None and kind == "conv":
+                chosen.append(op)
+    _nchwc_chains(module, chosen)
     return module
+
+
+NCHWC_WHY = ("a chain of 1x1 and depthwise convs in NCHWc channel blocks: channels as the "
+             "vectors, the weights as the packed operand, the layout changed at the chain's "
+             "ends only")
+
+
+def _nchwc_chains(module: Module, chosen: list[Op]) -> None:
+    """The cost model's convs that nchwc applies to and that are next to another one (the
+    input made by one through elementwise ops, or the result read by one): a MobileNet's
+    pointwise and depthwise layers. Alone, a conv would pay for two layout changes."""
+    from solir.ir.registry import ELEMENTWISE, get_op
+    ok = {id(op) for op in chosen if _nchwc(op) is None}
+    if len(ok) < 2:
+        return
+    for f in module.funcs:
+        uses = users(f.body)
+
+        def through(v: Any, down: bool, depth: int = 0) -> bool:
+            """A qualifying conv reached from v through elementwise ops."""
+            if depth > 8:
+                return False
+            ops = uses.get(v, []) if down else [v.owner] if isinstance(v.owner, Op) else []
+            for o in ops:
+                if o.name == "tensor.conv":
+                    if id(o) in ok and (not down or o.operands[0] is v):
+                        return True
+                    continue
+                if get_op(o.name).kind == ELEMENTWISE and len(o.results) == 1 and \
+                        o.results[0].type.shape == v.type.shape:
+                    nxt = [o.results[0]] if down else [w for w in o.operands
+                                                        if w.type.shape == v.type.shape]
+                    if any(through(w, down, depth + 1) for w in nxt):
+                        return True
+            return False
+        for op in f.body.ops:
+            if id(op) in ok and (through(op.operands[0], False) or through(op.results[0], True)):
+                op.attrs["algorithm"], op.attrs["algorithm_why"] = "nchwc", NCHWC_WHY
 
 
 def algorithms_table(module: Module) -> str:

@@ -162,7 +162,9 @@ def candidates(kind: str, op: Op, macs: int) -> list[str]:
     """The algorithms to time: those that apply, `loops` only where it can win (small ops,
     and depthwise convs, where it competes with the stencil)."""
     from solir.lower.algorithms import ALGORITHMS
-    names = [name for name, choice in ALGORITHMS[kind].items() if choice.applies(op) is None]
+    # (nchwc is a layout for a chain of convs, not a choice one op timed alone can make)
+    names = [name for name, choice in ALGORITHMS[kind].items()
+             if choice.applies(op) is None and name != "nchwc"]
     if "loops" in names and macs >= LOOPS_MACS and "depthwise" not in names:
         names.remove("loops")
     return names

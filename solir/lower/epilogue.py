@@ -89,11 +89,11 @@ def _consumer(op: Op, uses: dict[Value, list[Op]], returned: set[Value]) -> tupl
         return user, [w is v for w in user.operands].index(True)
 
 
-def _groups(dims: list[int], sizes: tuple[int, int, int]) -> list[list[int]] | None:
-    """The generic's dims split into (batch, row, column) groups whose extents multiply to
-    C's [batch, M, N], in order; None when the dims straddle a boundary."""
-    groups: list[list[int]] = [[], [], []]
-    g, need, have = 2, sizes[2], 1
+def _groups(dims: list[int], sizes: tuple[int, ...]) -> list[list[int]] | None:
+    """The generic's dims split into groups whose extents multiply to C's dims ([batch, M,
+    N], or [batch, N/L, M, L] blocked), in order; None when the dims straddle a boundary."""
+    groups: list[list[int]] = [[] for _ in sizes]
+    g, need, have = len(sizes) - 1, sizes[-1], 1
     for d in reversed(range(len(dims))):
         while have == need and g > 0 and dims[d] != 1:
             g, need, have = g - 1, sizes[g - 1], 1
@@ -133,7 +133,12 @@ def _fused(mm: Op, g: Op, i: int) -> list[Op] | None:
             or any(m is None or m.divides for m in a["maps"])):
         return None
     groups = _groups(dims, c_type.shape)
-    _, m_, n_ = c_type.shape
+    L = int(mm.attrs.get("blocked") or 0)
+    if L:           # C is [batch, N/L, M, L]: j = (block) L + (lane)
+        _, nb, m_, _ = c_type.shape
+        n_ = nb * L
+    else:
+        _, m_, n_ = c_type.shape
     strides = [int(np.prod(dims[d + 1:])) for d in range(len(dims))]
     coeffs, const = flat_coeffs(a["maps"][i], g.operands[i].type)
     if coeffs != strides or const != 0:                      # not C in C's own order
@@ -148,10 +153,14 @@ def _fused(mm: Op, g: Op, i: int) -> list[Op] | None:
             return None
         cs, c0 = flat_coeffs(a["maps"][k], v.type)
         whole = _group_coeff(cs, dims, list(range(len(dims))))
-        if whole is not None:          # read in C's order (a residual), or a scalar
-            per = [whole * m_ * n_, whole * n_, whole]
+        if whole is not None and (not L or whole == 0):   # read in C's order (a residual),
+            per = [whole * m_ * n_, whole * n_, whole]      # or a scalar
         elif groups is not None:       # a per-row or per-column vector
             per = [_group_coeff(cs, dims, grp) for grp in groups]   # type: ignore[misc]
+            if L:   # (batch, block, row, lane) -> (batch, row, column): a block is L columns
+                if per[1] is None or per[3] is None or per[1] != per[3] * L:
+                    return None
+                per = [per[0], per[2], per[3]]
         else:
             return None
         if any(c is None for c in per) or per[2] not in (0, 1):

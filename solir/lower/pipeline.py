@@ -16,7 +16,7 @@ from solir.ir.verifier import verify_module
 from solir.targets import Target
 
 TENSOR_PIPELINE = ["canonicalize", "fold-constants", "decompose", "select-algorithms",
-                   "lower-to-kernels", "fuse",
+                   "nchwc-layout", "lower-to-kernels", "fuse",
                    "canonicalize-kernels", "fuse-epilogues", "schedule", "vectorize", "bufferize", "group-rows",
                    "plan-memory"]
 
@@ -100,4 +100,4 @@ def _load_passes() -> None:
     if not _loaded:
         _loaded = True
         from solir.lower import (algorithms, bufferize, canonicalize, epilogue,  # noqa: F401
-                                 fold, fuse, memory, rows, schedule, to_kernels)
+                                 fold, fuse, layout, memory, rows, schedule, to_kernels)

@@ -209,9 +209,14 @@ def _balanced(size: int, most: int, step: int) -> int:
 
 
 def _schedule_matmul(op: Op, ctx: PassContext) -> list[Op]:
-    batch, m, n = op.results[0].type.shape
+    L = int(op.attrs.get("blocked") or 0)
     a = op.operands[0].type
-    k = a.shape[1] if op.attrs.get("trans_a") else a.shape[2]
+    if L:                           # A [batch, K/L, M, L], C [batch, N/L, M, L]
+        batch, nb, m, _ = op.results[0].type.shape
+        n, k = nb * L, a.shape[1] * L
+    else:
+        batch, m, n = op.results[0].type.shape
+        k = a.shape[1] if op.attrs.get("trans_a") else a.shape[2]
     work = batch * m * n * k
     threads = ctx.options.parallel and work >= ctx.options.parallel_min_work * 8
     # a unit per core of the machine compiling (for the host): each extra unit packs one
@@ -223,6 +228,10 @@ def _schedule_matmul(op: Op, ctx: PassContext) -> list[Op]:
         lanes = ctx.target.lanes(op.results[0].type.dtype.itemsize)
         nr = -(-nr // lanes) * lanes
         blocking = {"mr": mr, "nr": nr, "kc": kc, "mc": max(mc, mr), "nc": max(nc, nr), "mg": mg}
+    if L:       # tiles of whole channel blocks, K blocks too, column blocks of whole tiles
+        blocking["nr"] = -(-blocking["nr"] // L) * L
+        blocking["kc"] = min(-(-blocking["kc"] // L) * L, k)
+        blocking["nc"] = -(-blocking["nc"] // blocking["nr"]) * blocking["nr"]
     op.attrs.update(blocking)
     made = _prepack_constants(op, m, n, k)
     units = batch * -(-(-(-m // blocking["mc"])) // blocking["mg"]) * -(-n // blocking["nc"])

@@ -9,6 +9,11 @@ With `patches` set, B is not a matrix but an NCHW image [B, C, H, W] read as its
 directly, so a convolution's patch matrix (9x the image for a 3x3 conv) is never written to
 memory. `patches` = (KH, KW, SH, SW, PH, PW, DH, DW, OH, OW).
 
+With `blocked` = L, A and C are stored by channel blocks of L (the NCHWc layout of
+solir/ir/ops/nchwc.py): A is [B, K/L, M, L] holding A[b, i, p] at [b, p / L, i, p % L], and
+C is [B, N/L, M, L] likewise; the microkernel reads A in place (an MR-row panel of a block is
+MR consecutive lines) and stores each vector of its tile into its channel block.
+
 With an epilogue (operands after a and b, and a region), each element of C goes through the
 region before it is stored, while the microkernel's tile is still in registers: the region's
 arguments are C's element and each epilogue operand's element, read through
@@ -64,6 +69,12 @@ def im2col(x: np.ndarray, patches: Sequence[int]) -> np.ndarray:
 
 def _mnk(types: Sequence[TensorType], attrs: dict[str, Any]) -> tuple[int, int, int, int, int]:
     a, b = types[:2]
+    L = int(attrs.get("blocked") or 0)
+    if L:
+        if a.rank != 4 or a.shape[3] != L or attrs.get("trans_a") or attrs.get("a_packed"):
+            raise ValueError(f"a blocked A is [batch, K/{L}, M, {L}], neither packed nor "
+                             "transposed")
+        a = TensorType((a.shape[0], a.shape[2], a.shape[1] * L), a.dtype)
     if attrs.get("patches"):
         if attrs.get("trans_b") or attrs.get("b_packed"):
             raise ValueError("a patches operand is neither transposed nor packed")
@@ -79,6 +90,8 @@ def _mnk(types: Sequence[TensorType], attrs: dict[str, Any]) -> tuple[int, int, 
         batch = [t.shape[0] for t, w in ((a, want_a), (b, want_b)) if w is None or t.rank == 2]
         if len(set(batch) - {1}) > 1:
             raise ValueError(f"batch sizes {batch} do not broadcast")
+        if L and (a.shape[1] != m or a.shape[2] != k or n % L):
+            raise ValueError(f"blocked A {a} does not match m = {m}, k = {k} (n = {n})")
         return max(batch, default=1), m, n, k, 0
     if a.rank != 3 or b.rank != 3:
         raise ValueError("kernel.matmul takes 3-d operands [batch, rows, cols]")
@@ -128,6 +141,11 @@ def _infer(types: list[TensorType], attrs: dict[str, Any]) -> list[TensorType]:
     batch, m, n, _, _ = _mnk(types, attrs)
     if types[0].dtype != types[1].dtype or not types[0].dtype.is_float:
         raise ValueError("kernel.matmul multiplies two float operands of one dtype")
+    L = int(attrs.get("blocked") or 0)
+    if L:
+        if n % L:
+            raise ValueError(f"a blocked C needs N = {n} in whole blocks of {L}")
+        return [TensorType((batch, n // L, m, L), types[0].dtype)]
     return [TensorType((batch, m, n), types[0].dtype)]
 
 
@@ -153,18 +171,26 @@ def _verify(op: Any) -> str | None:
 def _reference(op: Any, arrays: list[np.ndarray], run_block: Any) -> list[np.ndarray]:
     from solir.ir.ops.kernel import gather_affine
     attrs = {**op.opdef.optional_attrs, **op.attrs}
-    c = _product(attrs, arrays[0], arrays[1])
+    c = _product(attrs, arrays[0], arrays[1])          # [batch, M, N]
+    shape = c.shape
     if op.regions:
         grids = list(np.indices(c.shape, sparse=True))
         loaded = [c] + [gather_affine(x, m, grids, None)
                         for x, m in zip(arrays[2:], attrs["epilogue_maps"])]
         [c] = run_block(op.regions[0], loaded, {"grids": grids, "inputs": arrays[2:]})
-        c = np.broadcast_to(np.asarray(c), op.results[0].type.shape)
-    return [np.asarray(c).astype(op.results[0].type.dtype.numpy)]
+        c = np.broadcast_to(np.asarray(c), shape)
+    L = int(attrs.get("blocked") or 0)
+    if L:                                              # [batch, N/L, M, L]
+        bsz, m, n = c.shape
+        c = c.reshape(bsz, m, n // L, L).transpose(0, 2, 1, 3)
+    return [np.ascontiguousarray(c).astype(op.results[0].type.dtype.numpy)]
 
 
 def _product(attrs: dict[str, Any], a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    if attrs.get("a_packed"):
+    if attrs.get("blocked"):                     # [batch, K/L, M, L] -> [batch, M, K]
+        bsz, kb, m, L = a.shape
+        a = a.transpose(0, 2, 1, 3).reshape(bsz, m, kb * L)
+    elif attrs.get("a_packed"):
         a = np.stack([unpack_panels(x, attrs["m"], attrs["k"], attrs["mr"], attrs["kc"])
                       for x in a.reshape(-1, a.shape[-1])])
     elif attrs.get("trans_a"):
@@ -184,7 +210,7 @@ register(OpDef(
     optional_attrs={"trans_a": False, "trans_b": False, "kernel": "matmul",
                     **{k: None for k in BLOCKING}, "parallel": None,
                     "a_packed": False, "b_packed": False, "m": None, "n": None, "k": None,
-                    "patches": None, "epilogue_maps": None},
+                    "patches": None, "epilogue_maps": None, "blocked": None},
     verify=_verify, reference=_reference, kind=KERNEL, has_region=True,
     doc="Batched C = A B by the packed register-blocked microkernel; A is [B,M,K] "
         "([B,K,M] if trans_a), B is [B,K,N] ([B,N,K] if trans_b, or an NCHW image read as "

@@ -103,7 +103,8 @@ def transpose(b: ir.IRBuilder, rows: list[ir.Value]) -> list[ir.Value]:
 
 def matmul_units(op: Op) -> int:
     a = op.attrs
-    batch, m, n = op.results[0].type.shape
+    shape = op.results[0].type.shape
+    batch, m, n = (shape[0], shape[2], shape[1] * shape[3]) if a.get("blocked") else shape
     return batch * -(-(-(-m // a["mc"])) // a["mg"]) * -(-n // a["nc"])
 
 
@@ -126,12 +127,21 @@ class _MatmulEmitter:
         # epilogue operand k's element for C(b, i, j): ptr_k + cb b + cm i + cn j + c0
         self.epi_coeffs = [(e.coeffs[0], e.coeffs[1], e.coeffs[2], e.const)
                            for e in (m.exprs[0] for m in (a.get("epilogue_maps") or ()))]
-        self.batch, self.M, self.N = op.results[0].type.shape
+        # blocked (NCHWc, solir/ir/ops/nchwc.py): A is [B, K/L, M, L] and C [B, N/L, M, L],
+        # L = `blocked` channels per block: A(i, p) at (p/L) M L + i L + p%L, C(i, j) likewise
+        self.blk = int(a.get("blocked") or 0)
+        if self.blk:
+            self.batch, nb, self.M, _ = op.results[0].type.shape
+            self.N = nb * self.blk
+        else:
+            self.batch, self.M, self.N = op.results[0].type.shape
         self.ta, self.tb = bool(a.get("trans_a")), bool(a.get("trans_b"))
         self.a_packed, self.b_packed = bool(a.get("a_packed")), bool(a.get("b_packed"))
         self.patches = tuple(int(v) for v in a["patches"]) if a.get("patches") else None
         if self.a_packed or self.b_packed:
             self.K = int(a["k"])
+        elif self.blk:
+            self.K = A.type.shape[1] * A.type.shape[3]
         else:
             self.K = A.type.shape[1] if self.ta else A.type.shape[2]
         self.mr, self.nr, self.kc, self.mc, self.nc, self.mg = (
@@ -184,6 +194,11 @@ class _MatmulEmitter:
         # memory (rows a power-of-two stride apart, 16 lines each), with nothing to overlap
         self.jit_a = self.rows_outer and not self.a_packed and not self.direct_a()
         self.a_tag = ".ja" if self.jit_a else ""
+        # A read in place: by rows (.da), or by channel blocks (.db: a 6-row panel of a block
+        # is 6 consecutive lines); C by channel blocks: `ldc` is then the stride of C's
+        # vector columns (M L) and rows are L apart
+        self.d_tag = ".db" if self.blk else ".da"
+        self.tile_ldc = self.mr * self.blk if self.blk else self.nr    # the scratch tile's
         self.h_tag = ("".join(f".h{h}" for h in self.heights)
                       + (f".c{self.strip_w}" if self.strip_w else "") + self.o_tag)
         self.prefix = f"solir.mm.{what}.{self._epilogue_tag()}." if self.epi else "solir.mm."
@@ -223,6 +238,8 @@ class _MatmulEmitter:
         of A stays in half of L2 (a small product, where packing A is a visible share of the
         time). Large A is packed: its rows, a power-of-two stride apart, would fight over
         the same cache sets."""
+        if self.blk:
+            return True
         return (not self.a_packed and not self.ta and self.lanes > 1
                 and self.M * self.K * self.size <= self.target.l2_kib * 1024 // 2)
 
@@ -240,6 +257,17 @@ class _MatmulEmitter:
 
     def gep(self, b: ir.IRBuilder, ptr: ir.Value, off: ir.Value) -> ir.Value:
         return b.gep(ptr, [off], source_etype=self.ety, inbounds=True)
+
+    def c_off(self, b: ir.IRBuilder, ldc: ir.Value, i: ir.Value, j: ir.Value | int) -> ir.Value:
+        """The offset of C(i, j) from a tile's C pointer: i ldc + j, or by channel blocks
+        i L + (j / L) ldc + j % L (`ldc` then the vector columns' stride)."""
+        if not self.blk:
+            return b.add(b.mul(i, ldc), j if isinstance(j, ir.Value) else const64(j))
+        L = self.blk
+        if isinstance(j, int):
+            return b.add(b.add(b.mul(i, const64(L)), b.mul(const64(j // L), ldc)), const64(j % L))
+        return b.add(b.add(b.mul(i, const64(L)), b.mul(b.sdiv(j, const64(L)), ldc)),
+                     b.srem(j, const64(L)))
 
     # -- the microkernel ---------------------------------------------------------------------------
     def microkernel(self, direct: bool = False, vectors: int | None = None,
@@ -263,7 +291,7 @@ class _MatmulEmitter:
         mr = self.mr if height is None else height
         tall = f"{mr}of{self.mr}" if mr != self.mr else f"{mr}"
         prefix = self.prefix if epilogue else "solir.mm."
-        name = f"{prefix}micro{tall}x{width}{'.da' if direct else ''}{self.o_tag}.{tag}x{self.lanes}"
+        name = f"{prefix}micro{tall}x{width}{self.d_tag if direct else ''}{self.o_tag}.{tag}x{self.lanes}"
         if name in self.llmod.globals:          # one per blocking and dtype in a module
             return self.llmod.globals[name]
         fn = ir.Function(self.llmod, fty, name)
@@ -273,7 +301,11 @@ class _MatmulEmitter:
         for arg, nm in zip(fn.args, ("k", "ap", "bp", "c", "ldc", "accumulate", "lda", "rows")):
             arg.name = nm
         b = Builder(fn.append_basic_block("entry"))
-        if direct:
+        if direct and self.blk:     # row i of a channel block at i L, blocks lda apart
+            lda, rows = fn.args[6:8]
+            last = b.sub(rows, const64(1))
+            a_rows = [b.mul(self.smin(b, const64(i), last), const64(self.blk)) for i in range(mr)]
+        elif direct:
             lda, rows = fn.args[6:8]
             last = b.sub(rows, const64(1))
             a_rows = [self.gep(b, ap, b.mul(self.smin(b, const64(i), last), lda))
@@ -289,17 +321,19 @@ class _MatmulEmitter:
         # pointwise conv writes a new line every 32 FMAs). Past the block's edge they are
         # the next block's, or nothing's (a prefetch never faults).
         for i in range(mr):
-            row = (b.add(b.mul(const64(i), ldc), const64(nr)) if self.rows_outer
-                   else b.mul(const64(i + self.mr), ldc))
             for off in range(0, nv * lanes, max(1, 64 // self.size)):
-                e.prefetch(b.gep(c, [b.add(row, const64(off))], source_etype=self.ety), write=True)
+                at = (self.c_off(b, ldc, const64(i), nr + off) if self.rows_outer
+                      else self.c_off(b, ldc, const64(i + self.mr), off))
+                e.prefetch(b.gep(c, [at], source_etype=self.ety), write=True)
 
-        def step(p: ir.Value, acc: list[ir.Value]) -> list[ir.Value]:
+        def step(p: ir.Value, acc: list[ir.Value], a_block: ir.Value | None = None,
+                 u: int = 0) -> list[ir.Value]:
             bvs = [b.load(self.gep(b, bp, b.add(b.mul(p, const64(nr)), const64(v * lanes))),
                           typ=self.vty, align=valign) for v in range(nv)]
             out = list(acc)
             for i in range(mr):
-                addr = (self.gep(b, a_rows[i], p) if direct else
+                addr = (self.gep(b, a_block, b.add(a_rows[i], const64(u))) if a_block is not None
+                        else self.gep(b, a_rows[i], p) if direct else
                         self.gep(b, ap, b.add(b.mul(p, const64(self.mr)), const64(i))))
                 a = b.load(addr, typ=self.ety, align=self.size)
                 av = e.splat(a)
@@ -313,10 +347,20 @@ class _MatmulEmitter:
             for u in range(unroll):
                 acc = step(b.add(p, const64(u)), acc)
             return acc
-        acc = carried_loop(b, const64(0), k, unroll, [zero] * (mr * nv), unrolled, "k4")
-        # the remainder: k - k % unroll .. k
-        rest = b.sub(k, b.srem(k, const64(unroll)))
-        acc = carried_loop(b, rest, k, 1, acc, step, "k1")
+
+        def channel_block(q: ir.Value, acc: list[ir.Value]) -> list[ir.Value]:
+            a_block = self.gep(b, ap, b.mul(q, lda))      # k steps q L .. q L + L - 1
+            for u in range(self.blk):
+                acc = step(b.add(b.mul(q, const64(self.blk)), const64(u)), acc, a_block, u)
+            return acc
+        if direct and self.blk:      # k is a whole number of channel blocks
+            acc = carried_loop(b, const64(0), b.sdiv(k, const64(self.blk)), 1,
+                               [zero] * (mr * nv), channel_block, "kb")
+        else:
+            acc = carried_loop(b, const64(0), k, unroll, [zero] * (mr * nv), unrolled, "k4")
+            # the remainder: k - k % unroll .. k
+            rest = b.sub(k, b.srem(k, const64(unroll)))
+            acc = carried_loop(b, rest, k, 1, acc, step, "k1")
 
         # write back: C (+)= acc; the last K block's through the epilogue
         if epilogue:
@@ -337,9 +381,8 @@ class _MatmulEmitter:
                     epi: tuple[list[ir.Value], list[ir.Value]] | None = None) -> None:
         e = ElementEmitter(self.llmod, b, self.lanes)
         for i in range(len(acc) // nv):
-            row = b.mul(const64(i), ldc)
             for v in range(nv):
-                ptr = self.gep(b, c, b.add(row, const64(v * self.lanes)))
+                ptr = self.gep(b, c, self.c_off(b, ldc, const64(i), v * self.lanes))
                 val = acc[i * nv + v]
                 if add:
                     old = b.load(ptr, typ=self.vty, align=self.size)
@@ -793,7 +836,7 @@ class _MatmulEmitter:
         &A(b, i0, p0) with strides s_i, s_k, each panel packed into `apk` before its row of
         tiles. One serves every matmul of a blocking; the last K block of a matmul with an
         epilogue runs its own (epilogue_block_fn)."""
-        da = ".da" if direct else ""
+        da = self.d_tag if direct else ""
         return self._helper(f"block{self.mr}x{self.nr}{da}{self.a_tag}{self.h_tag}",
                             self._block_args(direct),
                             lambda b, a: self._tiles(b, a, direct, micro, None))
@@ -802,7 +845,7 @@ class _MatmulEmitter:
         """block.epi(... as block ..., ctx): the last K block of a matmul with an epilogue,
         every tile through tile_fn; ctx holds the epilogue operands' pointers at the block,
         then their row strides."""
-        name = f"{self.prefix}block{'.da' if direct else ''}{self.a_tag}{self.h_tag}"
+        name = f"{self.prefix}block{self.d_tag if direct else ''}{self.a_tag}{self.h_tag}"
         if name in self.llmod.globals:
             return self.llmod.globals[name]
         args = self._block_args(direct) + [("ctx", PTR)]
@@ -829,7 +872,7 @@ class _MatmulEmitter:
             wn = self.smin(b, b.sub(ncur, jr), const64(nr))
             b_panel = self.gep(b, bp, b.mul(jr, kcur))
             more = [a[9], hm] if direct else []
-            cptr = self.gep(b, c, b.add(b.mul(ir_, ldc), jr))
+            cptr = self.gep(b, c, self.c_off(b, ldc, ir_, jr))
             if micro is None:
                 assert ctx is not None
                 b.call(self.tile_fn(direct), [kcur, a_panel, b_panel, cptr, ldc, accumulate,
@@ -847,6 +890,8 @@ class _MatmulEmitter:
 
         def panel(ir_: ir.Value) -> ir.Value:
             """A's MR-row panel at row ir of the block."""
+            if direct and self.blk:    # A in place by channel blocks: rows L apart
+                return self.gep(b, apk, b.mul(ir_, const64(self.blk)))
             if direct:                 # A in place: row ir of the block, stride lda
                 return self.gep(b, apk, b.mul(ir_, a[9]))
             return self.gep(b, apk, b.mul(ir_, kcur))
@@ -896,7 +941,7 @@ class _MatmulEmitter:
         tile, copied out through the epilogue."""
         fty = ir.FunctionType(ir.VoidType(), [I64, PTR, PTR, PTR, I64, I1, I64, I64, I64, PTR,
                                               PTR, I64, I64])
-        name = f"{self.prefix}tile{'.da' if direct else ''}{self.h_tag}"
+        name = f"{self.prefix}tile{self.d_tag if direct else ''}{self.h_tag}"
         if name in self.llmod.globals:
             return self.llmod.globals[name]
         fn = ir.Function(self.llmod, fty, name)
@@ -920,7 +965,7 @@ class _MatmulEmitter:
                 b.call(self.microkernel(direct, epilogue=True),
                        [k, ap, bp, c, ldc, accumulate] + more + ptrs + rows)
             with otherwise:
-                head = [k, ap, bp, ctile, const64(self.nr), ir.Constant(I1, 0)]
+                head = [k, ap, bp, ctile, const64(self.tile_ldc), ir.Constant(I1, 0)]
 
                 def scratch_tile() -> None:
                     self._by_width(b, direct, wn, lambda cols: b.call(cols, [k, ap, bp, ctile]),
@@ -949,7 +994,7 @@ class _MatmulEmitter:
                 with then:
                     b.call(micro, head + [cptr, ldc, accumulate] + more)
                 with otherwise:
-                    b.call(micro, head + [ctile, const64(self.nr), ir.Constant(I1, 0)] + more)
+                    b.call(micro, head + [ctile, const64(self.tile_ldc), ir.Constant(I1, 0)] + more)
                     b.call(self.copy_edge_fn(), [ctile, cptr, ldc, hm, wn, accumulate])
 
         def strip(cols: ir.Function) -> None:
@@ -1007,7 +1052,7 @@ class _MatmulEmitter:
         """copyedge(tile, c, ldc, hm, wn, accumulate): _copy_edge without an epilogue, one
         function for every block of the module (LLVM vectorizes and unrolls its loop: a
         copy inside each block function made each one as slow to compile as a microkernel)."""
-        return self._helper(f"copyedge{self.nr}", [("tile", PTR), ("c", PTR), ("ldc", I64),
+        return self._helper(f"copyedge{self.nr}{'.cb' if self.blk else ''}", [("tile", PTR), ("c", PTR), ("ldc", I64),
                                                    ("hm", I64), ("wn", I64), ("accumulate", I1)],
                             lambda b, a: self._copy_edge(b, *a, None))
 
@@ -1019,8 +1064,9 @@ class _MatmulEmitter:
         e1 = ElementEmitter(self.llmod, b, 1)
         with for_range(b, const64(0), hm, 1, name="ei") as i:
             with for_range(b, const64(0), wn, 1, name="ej", vectorize=epi is None) as j:
-                t = b.load(self.gep(b, tile, b.add(b.mul(i, const64(self.nr)), j)), typ=self.ety)
-                dst = self.gep(b, cptr, b.add(b.mul(i, ldc), j))
+                t = b.load(self.gep(b, tile, self.c_off(b, const64(self.tile_ldc), i, j)),
+                           typ=self.ety)
+                dst = self.gep(b, cptr, self.c_off(b, ldc, i, j))
                 old = b.load(dst, typ=self.ety)
                 val = b.select(accumulate, b.fadd(old, t), t)
                 if epi is not None:
@@ -1084,6 +1130,10 @@ class _MatmulEmitter:
                         mpad = -(-M // self.mr) * self.mr
                         apan = self.gep(b, asrc, b.add(a_base, b.add(b.mul(p0, const64(mpad)),
                                                                      b.mul(i0, kcur))))
+                    elif direct and self.blk:      # rows i0.. of channel block p0 / L
+                        apan = self.gep(b, asrc, b.add(a_base, b.add(
+                            b.mul(i0, const64(self.blk)),
+                            b.mul(b.sdiv(p0, const64(self.blk)), const64(self.M * self.blk)))))
                     elif direct:
                         apan = self.gep(b, asrc, b.add(a_base, b.add(b.mul(i0, const64(self.a_is)),
                                                                      p0)))
@@ -1096,15 +1146,17 @@ class _MatmulEmitter:
                             b.call(pack_a, [a_src, apk, mcur, kcur, const64(self.a_is),
                                             const64(self.a_ps)])
                             apan = apk
-                    cptr = self.gep(b, c, b.add(c_base, b.add(b.mul(i0, const64(N)), j0)))
+                    ldc = const64(M * self.blk if self.blk else N)
+                    cptr = self.gep(b, c, b.add(c_base, self.c_off(b, ldc, i0, j0)))
                     if self.epi:        # the epilogue operands at (bi, i0, j0)
                         for n, (p, (cb, cm, cn, c0)) in enumerate(zip(epi_src, self.epi_coeffs)):
                             off = b.add(b.add(b.mul(bi, const64(cb)), const64(c0)),
                                         b.add(b.mul(i0, const64(cm)), b.mul(j0, const64(cn))))
                             b.store(self.gep(b, p, off),
                                     b.gep(ctx, [const64(n)], source_etype=PTR, inbounds=True))
-                    args = [apan, bpan, cptr, const64(N), mcur, ncur, kcur, accumulate,
-                            ctile] + ([const64(self.a_is)] if direct else [])
+                    lda = const64(self.M * self.blk if self.blk else self.a_is)
+                    args = [apan, bpan, cptr, ldc, mcur, ncur, kcur, accumulate,
+                            ctile] + ([lda] if direct else [])
                     if self.jit_a:
                         args += [const64(self.a_is), const64(self.a_ps), apk]
                     if self.epi:

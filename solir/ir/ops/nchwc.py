@@ -1,0 +1,187 @@
+"""Convolutions over the blocked NCHWc layout: an NCHW tensor [N, C, H, W] stored as
+[N, C/L, H, W, L], L channels per block (L = the target's vector lanes, 16 floats on avx512).
+
+    tensor.conv_nchwc   x5 [N, C/L, H, W, L], w [O, C/groups, KH, KW] (OIHW)
+                        -> [N, O/L, OH, OW, L]; the conv's strides, padding and dilation
+
+Channels are the vector dimension, so an image's size never leaves a partial vector (a 14x14
+plane is 196 positions: 12 vectors and 4 left over in NCHW), and a block of MR output
+positions of one channel block is MR consecutive cache lines. Two algorithms:
+
+    pointwise   1x1, stride 1, no padding, ungrouped: kernel.matmul with `blocked` = L, the
+                positions as the product's rows and the output channels as its columns:
+                A = x5 read in place (an MR-row panel of a channel block is MR whole
+                lines), B = the weights (prepacked at compile time), C stored straight into
+                the output's channel blocks, with the BN / activation epilogue on the tile
+                in registers. Where NCHW put the image's positions along the vectors
+                (B packed on every call, a narrow last column panel at 14x14 and 7x7), here
+                the weights are the packed operand.
+    depthwise   one filter per channel (groups = C = O): one loop nest over [N, C/L, OH, OW,
+                L], a multiply-add per tap on whole vectors of L channels (zero outside the
+                image), the channel-block the vector.
+
+The select-algorithms pass chooses `nchwc` for a conv; the nchwc-layout pass
+(solir/lower/layout.py) then rewrites it into this op between layout changes, moves the
+changes through elementwise ops (BatchNorm, ReLU, residual adds) and cancels the pairs that
+meet between two such convs, so a chain of them runs in NCHWc from its first conv to its last.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from solir.ir.attrs import AffineExpr, AffineMap
+from solir.ir.core import Builder, Op, Value
+from solir.ir.registry import CONTRACTION, OpDef, register
+from solir.ir.types import DType, TensorType
+
+NCHW = (0, 1, 2, 3)
+
+
+def to_nchwc(x: np.ndarray, L: int) -> np.ndarray:
+    n, c, h, w = x.shape
+    return np.ascontiguousarray(x.reshape(n, c // L, L, h, w).transpose(0, 1, 3, 4, 2))
+
+
+def from_nchwc(x5: np.ndarray) -> np.ndarray:
+    n, cb, h, w, L = x5.shape
+    return np.ascontiguousarray(x5.transpose(0, 1, 4, 2, 3).reshape(n, cb * L, h, w))
+
+
+def nchwc_kind(op: Op, lanes: int) -> tuple[str | None, str]:
+    """('pointwise' | 'depthwise', '') if conv `op` (tensor.conv) can run over NCHWc blocks
+    of `lanes` channels, else (None, why not)."""
+    from solir.ir.ops.contract import conv_params
+    lhs, rhs = op.operands
+    out = op.results[0].type
+    if out.dtype not in (DType.F32, DType.F64) or not lhs.type.dtype == rhs.type.dtype == out.dtype:
+        return None, f"needs f32/f64 operands of one dtype, has {lhs.type.dtype}, {rhs.type.dtype}"
+    p = conv_params(lhs.type, rhs.type, op.attrs)
+    if p["ns"] != 2 or any(tuple(p[k]) != NCHW for k in ("lhs_spec", "rhs_spec", "out_spec")):
+        return None, "needs a 2-d NCHW conv with an OIHW kernel"
+    if lanes < 2 or p["c"] % lanes or p["o"] % lanes:
+        return None, f"needs channels in whole blocks of {lanes} (has {p['c']} in, {p['o']} out)"
+    if p["lhs_dilation"] != (1, 1) or out.size == 0:
+        return None, "needs no input dilation and a non-empty output"
+    if p["groups"] == 1:
+        if (p["window"] == (1, 1) and p["strides"] == (1, 1)
+                and p["padding"] == ((0, 0), (0, 0))):
+            return "pointwise", ""
+        return None, "an ungrouped conv needs a 1x1 window, stride 1 and no padding"
+    if p["groups"] == p["c"] == p["o"]:
+        return "depthwise", ""
+    return None, f"a grouped conv needs one filter per channel (groups {p['groups']})"
+
+
+def conv_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
+    """tensor.conv's attributes that tensor.conv_nchwc keeps."""
+    return {k: attrs[k] for k in ("strides", "padding", "rhs_dilation", "feature_group_count")
+            if attrs.get(k) is not None}
+
+
+def _params(x5: TensorType, w: TensorType, attrs: dict[str, Any]) -> dict[str, Any]:
+    from solir.ir.ops.contract import conv_params
+    n, cb, h, wd, L = x5.shape
+    if L != attrs["block"]:
+        raise ValueError(f"the input's last dim {L} is not the block {attrs['block']}")
+    nchw = TensorType((n, cb * L, h, wd), x5.dtype)
+    return conv_params(nchw, w, {**attrs, "lhs_spec": NCHW, "rhs_spec": NCHW, "out_spec": NCHW})
+
+
+def _infer(types: list[TensorType], attrs: dict[str, Any]) -> list[TensorType]:
+    x5, w = types
+    if x5.rank != 5 or w.rank != 4:
+        raise ValueError("takes [N, C/L, H, W, L] and an OIHW kernel")
+    p = _params(x5, w, attrs)
+    n, o, oh, ow = p["out_shape"]
+    L = attrs["block"]
+    if o % L:
+        raise ValueError(f"{o} output channels are not whole blocks of {L}")
+    return [TensorType((n, o // L, oh, ow, L), x5.dtype)]
+
+
+def _reference(attrs: dict[str, Any], x5: np.ndarray, w: np.ndarray) -> np.ndarray:
+    from solir.ir.ops.contract import _ref_conv
+    y = _ref_conv({**attrs, "lhs_spec": NCHW, "rhs_spec": NCHW, "out_spec": NCHW},
+                  from_nchwc(x5), w)
+    return to_nchwc(y, attrs["block"])
+
+
+def _lower(op: Op, b: Builder) -> list[Value]:
+    from solir.ir.ops.kernel import build_generic
+    x5, w = op.operands
+    out = op.results[0].type
+    L = op.attrs["block"]
+    p = _params(x5.type, w.type, op.attrs)
+    n, cb, h, wd, _ = x5.type.shape
+    _, ob, oh, ow, _ = out.shape
+    if p["groups"] == 1:
+        a = b("tensor.reshape", x5, shape=(n, cb, h * wd, L))
+        wv = b("tensor.reshape", w, shape=(1, p["o"], p["c"]))
+        c = b.op("kernel.matmul", [a, wv], {"trans_b": True, "blocked": L}).result
+        return [b.op("tensor.reshape", [c], {"shape": out.shape},
+                     name_hint=op.results[0].name).result]
+    # depthwise: [n, cb, oh, ow, l] = sum over taps x5[n, cb, sy oh + dy ky - pt, ...] w5[cb, ky, kx, l]
+    (kh, kw), (sy, sx), (dy, dx) = p["window"], p["strides"], p["rhs_dilation"]
+    (pt, _), (pl, _) = p["padding"]
+    weights = w.owner.attrs["value"] if getattr(w.owner, "name", "") == "tensor.constant" else None
+    nd = 5
+    d = [AffineExpr.dim(nd, k) for k in range(nd)]
+    ky_, kx_ = (lambda v: AffineExpr.constant(nd, v)), (lambda v: AffineExpr.constant(nd, v))
+    if weights is not None:     # [C/L, KH, KW, L]: a tap's weights are one vector
+        w5 = np.ascontiguousarray(np.asarray(weights)[:, 0].reshape(cb, L, kh, kw)
+                                  .transpose(0, 2, 3, 1))
+        wt = b.op("tensor.constant", [], {"value": w5}).result
+        wmap = lambda ky, kx: AffineMap(nd, (d[1], ky_(ky), kx_(kx), d[4]))  # noqa: E731
+    else:                       # read in place: w[cb L + l, 0, ky, kx]
+        wt = w
+        chan = AffineExpr(tuple(L if k == 1 else 1 if k == 4 else 0 for k in range(nd)), 0)
+        wmap = lambda ky, kx: AffineMap(nd, (chan, AffineExpr.constant(nd, 0),  # noqa: E731
+                                             ky_(ky), kx_(kx)))
+    inputs: list[tuple[Value, AffineMap]] = []
+    for ky in range(kh):
+        for kx in range(kw):
+            yy = AffineExpr(tuple(sy if k == 2 else 0 for k in range(nd)), ky * dy - pt)
+            xx = AffineExpr(tuple(sx if k == 3 else 0 for k in range(nd)), kx * dx - pl)
+            inputs.append((x5, AffineMap(nd, (d[0], d[1], yy, xx, d[4]))))
+            inputs.append((wt, wmap(ky, kx)))
+
+    def taps(inner: Builder, args: list[Value]) -> list[Value]:
+        acc = inner("tensor.mul", args[0], args[1])
+        for t in range(2, len(args), 2):
+            acc = inner("tensor.add", acc, inner("tensor.mul", args[t], args[t + 1]))
+        return [acc]
+    [y] = build_generic(b, [n, ob, oh, ow, L], "ppppp", inputs, taps, [out.dtype],
+                        pads=[0, None] * (kh * kw), name="dw_nchwc", loc=op.loc)
+    return [y]
+
+
+def _verify(op: Op) -> str | None:
+    kind, why = nchwc_params_kind(op)
+    return None if kind else why
+
+
+def nchwc_params_kind(op: Op) -> tuple[str | None, str]:
+    p = _params(op.operands[0].type, op.operands[1].type, op.attrs)
+    if p["groups"] == 1:
+        ok = p["window"] == (1, 1) and p["strides"] == (1, 1) and p["padding"] == ((0, 0), (0, 0))
+        return ("pointwise", "") if ok else (None, "an ungrouped conv_nchwc is 1x1, stride 1, "
+                                                   "unpadded")
+    if p["groups"] == p["c"] == p["o"]:
+        return "depthwise", ""
+    return None, "a grouped conv_nchwc has one filter per channel"
+
+
+register(OpDef(name="tensor.conv_nchwc", operands=("x", "w"), attrs=("block",),
+               optional_attrs={"strides": None, "padding": None, "rhs_dilation": None,
+                               "feature_group_count": 1},
+               infer=_infer, reference=_reference, lower=_lower, verify=_verify,
+               kind=CONTRACTION,
+               doc="A conv over NCHWc blocks: x [N, C/L, H, W, L], an OIHW kernel -> "
+                   "[N, O/L, OH, OW, L]; pointwise (1x1) or depthwise (one filter per "
+                   "channel). See solir/ir/ops/nchwc.py."))
+
+
+__all__ = ["from_nchwc", "nchwc_kind", "to_nchwc"]
