@@ -110,3 +110,19 @@ def test_round_trip_property(m):
     assert print_module(again) == text
     x = np.linspace(-1, 1, m.funcs[0].args[0].type.size, dtype=np.float32).reshape(m.funcs[0].args[0].type.shape)
     np.testing.assert_array_equal(run_module(m, [x, x])[0], run_module(again, [x, x])[0])
+
+
+def test_nchwc_layout_output_round_trips():
+    """The NCHWc pass's output (tensor.conv_nchwc, 5-d broadcasts, the layout changes) prints
+    and parses back to the same text, and verifies."""
+    from solir.lower.pipeline import TENSOR_PIPELINE, PassContext, run_pipeline
+    from solir.targets import get_target
+    path = GOLDEN / "passes" / "nchwc-layout.sir"
+    upto = TENSOR_PIPELINE[: TENSOR_PIPELINE.index("nchwc-layout") + 1]
+    m = run_pipeline(parse_module(path.read_text(), path.name), PassContext(get_target("avx512")),
+                     passes=upto)
+    printed = print_module(m)
+    assert "tensor.conv_nchwc" in printed
+    again = parse_module(printed)
+    verify_module(again)
+    assert print_module(again) == printed

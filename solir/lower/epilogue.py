@@ -23,6 +23,7 @@ import numpy as np
 
 from solir.ir.attrs import AffineExpr, AffineMap
 from solir.ir.core import Block, Func, Module, Op, Value, make_op, users
+from solir.ir.ops.matmul import c_shape
 from solir.ir.registry import all_ops
 from solir.ir.types import TensorType
 from solir.lower.pipeline import PassContext, pass_
@@ -133,12 +134,8 @@ def _fused(mm: Op, g: Op, i: int) -> list[Op] | None:
             or any(m is None or m.divides for m in a["maps"])):
         return None
     groups = _groups(dims, c_type.shape)
-    L = int(mm.attrs.get("blocked") or 0)
-    if L:           # C is [batch, N/L, M, L]: j = (block) L + (lane)
-        _, nb, m_, _ = c_type.shape
-        n_ = nb * L
-    else:
-        _, m_, n_ = c_type.shape
+    L = int(mm.attrs.get("blocked") or 0)     # C is [batch, N/L, M, L]: j = block L + lane
+    _, m_, n_ = c_shape(mm)
     strides = [int(np.prod(dims[d + 1:])) for d in range(len(dims))]
     coeffs, const = flat_coeffs(a["maps"][i], g.operands[i].type)
     if coeffs != strides or const != 0:                      # not C in C's own order

@@ -75,14 +75,17 @@ def _convert(body: Block) -> None:
                                              {**conv_attrs(op.attrs), "block": L}).result)
             subst[op.results[0]] = from5(y5, op.results[0], op.loc)
             continue
-        five = _blocked_operands(op, blocked)
-        if five is None:
+        kinds = _blocked_operands(op, blocked)
+        if kinds is None:
             new_ops.append(op)
             continue
         L = next(blocked[v] for v in op.operands if v in blocked).type.shape[-1]
-        ins = [blocked[v] if v in blocked else
-               emit(op.loc, lambda b, v=v, k=k: _broadcast5(b, v, k, L)) if k is not None else
-               to5(v, L, op.loc) for v, k in zip(op.operands, five)]
+
+        def operand5(v: Value, per_channel: bool | None) -> Value:
+            if v in blocked or per_channel is None:
+                return to5(v, L, op.loc)            # (already there, or changed whole)
+            return emit(op.loc, lambda b: _broadcast5(b, v, per_channel, L))
+        ins = [operand5(v, k) for v, k in zip(op.operands, kinds)]
         y5 = emit(op.loc, lambda b: b.op(op.name, ins, dict(op.attrs)).result)
         subst[op.results[0]] = from5(y5, op.results[0], op.loc)
     body.ops = new_ops

@@ -209,14 +209,12 @@ def _balanced(size: int, most: int, step: int) -> int:
 
 
 def _schedule_matmul(op: Op, ctx: PassContext) -> list[Op]:
+    from solir.ir.ops.matmul import c_shape
     L = int(op.attrs.get("blocked") or 0)
     a = op.operands[0].type
-    if L:                           # A [batch, K/L, M, L], C [batch, N/L, M, L]
-        batch, nb, m, _ = op.results[0].type.shape
-        n, k = nb * L, a.shape[1] * L
-    else:
-        batch, m, n = op.results[0].type.shape
-        k = a.shape[1] if op.attrs.get("trans_a") else a.shape[2]
+    batch, m, n = c_shape(op)
+    # A is [batch, K/L, M, L] by channel blocks
+    k = a.shape[1] * L if L else a.shape[1] if op.attrs.get("trans_a") else a.shape[2]
     work = batch * m * n * k
     threads = ctx.options.parallel and work >= ctx.options.parallel_min_work * 8
     # a unit per core of the machine compiling (for the host): each extra unit packs one

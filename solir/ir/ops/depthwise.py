@@ -73,6 +73,15 @@ def depthwise_geometry(p: dict[str, Any]) -> dict[str, int]:
             "oh": oh, "ow": ow, "qy": qy, "qx": qx, "wq": wq, "hq": hq}
 
 
+def taps(inner: Builder, a: list[Value]) -> list[Value]:
+    """A stencil's body: the sum of its taps' products (input, weight, input, weight, ...),
+    in tap order."""
+    acc = inner("tensor.mul", a[0], a[1])
+    for t in range(2, len(a), 2):
+        acc = inner("tensor.add", acc, inner("tensor.mul", a[t], a[t + 1]))
+    return [acc]
+
+
 def build_depthwise_conv(op: Op, b: Builder, weights: np.ndarray | None) -> Value:
     """The three loop nests for `op`; `weights` is the kernel when it is a constant."""
     from solir.ir.ops.contract import conv_params
@@ -127,11 +136,6 @@ def build_depthwise_conv(op: Op, b: Builder, weights: np.ndarray | None) -> Valu
             inputs.append((w, AffineMap(nd, (AffineExpr.dim(nd, nl - 1), AffineExpr.constant(nd, ky),
                                              AffineExpr.constant(nd, kx)))))
 
-    def taps(inner: Builder, a: list[Value]) -> list[Value]:
-        acc = inner("tensor.mul", a[0], a[1])
-        for t in range(2, len(a), 2):
-            acc = inner("tensor.add", acc, inner("tensor.mul", a[t], a[t + 1]))
-        return [acc]
     [z] = build_generic(b, [*lead, oh * wq], "p" * nd, inputs, taps, [dt],
                         name="dw_stencil", loc=op.loc)
     zr = b("tensor.reshape", z, shape=(*lead, oh, wq))

@@ -137,6 +137,14 @@ def unpack_panels(packed: np.ndarray, rows: int, k: int, r: int, kc: int) -> np.
     return out[:rows]
 
 
+def c_shape(op: Any) -> tuple[int, int, int]:
+    """A kernel.matmul's C as [batch, M, N], however it is stored (blocked: [B, N/L, M, L])."""
+    shape = op.results[0].type.shape
+    if op.attrs.get("blocked"):
+        return shape[0], shape[2], shape[1] * shape[3]
+    return tuple(shape)  # type: ignore[return-value]
+
+
 def _infer(types: list[TensorType], attrs: dict[str, Any]) -> list[TensorType]:
     batch, m, n, _, _ = _mnk(types, attrs)
     if types[0].dtype != types[1].dtype or not types[0].dtype.is_float:

@@ -65,6 +65,11 @@ def nchwc_kind(op: Op, lanes: int) -> tuple[str | None, str]:
         return None, f"needs channels in whole blocks of {lanes} (has {p['c']} in, {p['o']} out)"
     if p["lhs_dilation"] != (1, 1) or out.size == 0:
         return None, "needs no input dilation and a non-empty output"
+    return _kind(p)
+
+
+def _kind(p: dict[str, Any]) -> tuple[str | None, str]:
+    """The algorithm for a conv's params (conv_params): pointwise, depthwise, or why neither."""
     if p["groups"] == 1:
         if (p["window"] == (1, 1) and p["strides"] == (1, 1)
                 and p["padding"] == ((0, 0), (0, 0))):
@@ -110,6 +115,7 @@ def _reference(attrs: dict[str, Any], x5: np.ndarray, w: np.ndarray) -> np.ndarr
 
 
 def _lower(op: Op, b: Builder) -> list[Value]:
+    from solir.ir.ops.depthwise import taps
     from solir.ir.ops.kernel import build_generic
     x5, w = op.operands
     out = op.results[0].type
@@ -129,17 +135,16 @@ def _lower(op: Op, b: Builder) -> list[Value]:
     weights = w.owner.attrs["value"] if getattr(w.owner, "name", "") == "tensor.constant" else None
     nd = 5
     d = [AffineExpr.dim(nd, k) for k in range(nd)]
-    ky_, kx_ = (lambda v: AffineExpr.constant(nd, v)), (lambda v: AffineExpr.constant(nd, v))
+    at = lambda v: AffineExpr.constant(nd, v)  # noqa: E731
     if weights is not None:     # [C/L, KH, KW, L]: a tap's weights are one vector
         w5 = np.ascontiguousarray(np.asarray(weights)[:, 0].reshape(cb, L, kh, kw)
                                   .transpose(0, 2, 3, 1))
         wt = b.op("tensor.constant", [], {"value": w5}).result
-        wmap = lambda ky, kx: AffineMap(nd, (d[1], ky_(ky), kx_(kx), d[4]))  # noqa: E731
+        wmap = lambda ky, kx: AffineMap(nd, (d[1], at(ky), at(kx), d[4]))  # noqa: E731
     else:                       # read in place: w[cb L + l, 0, ky, kx]
         wt = w
         chan = AffineExpr(tuple(L if k == 1 else 1 if k == 4 else 0 for k in range(nd)), 0)
-        wmap = lambda ky, kx: AffineMap(nd, (chan, AffineExpr.constant(nd, 0),  # noqa: E731
-                                             ky_(ky), kx_(kx)))
+        wmap = lambda ky, kx: AffineMap(nd, (chan, at(0), at(ky), at(kx)))  # noqa: E731
     inputs: list[tuple[Value, AffineMap]] = []
     for ky in range(kh):
         for kx in range(kw):
@@ -147,31 +152,14 @@ def _lower(op: Op, b: Builder) -> list[Value]:
             xx = AffineExpr(tuple(sx if k == 3 else 0 for k in range(nd)), kx * dx - pl)
             inputs.append((x5, AffineMap(nd, (d[0], d[1], yy, xx, d[4]))))
             inputs.append((wt, wmap(ky, kx)))
-
-    def taps(inner: Builder, args: list[Value]) -> list[Value]:
-        acc = inner("tensor.mul", args[0], args[1])
-        for t in range(2, len(args), 2):
-            acc = inner("tensor.add", acc, inner("tensor.mul", args[t], args[t + 1]))
-        return [acc]
     [y] = build_generic(b, [n, ob, oh, ow, L], "ppppp", inputs, taps, [out.dtype],
                         pads=[0, None] * (kh * kw), name="dw_nchwc", loc=op.loc)
     return [y]
 
 
 def _verify(op: Op) -> str | None:
-    kind, why = nchwc_params_kind(op)
+    kind, why = _kind(_params(op.operands[0].type, op.operands[1].type, op.attrs))
     return None if kind else why
-
-
-def nchwc_params_kind(op: Op) -> tuple[str | None, str]:
-    p = _params(op.operands[0].type, op.operands[1].type, op.attrs)
-    if p["groups"] == 1:
-        ok = p["window"] == (1, 1) and p["strides"] == (1, 1) and p["padding"] == ((0, 0), (0, 0))
-        return ("pointwise", "") if ok else (None, "an ungrouped conv_nchwc is 1x1, stride 1, "
-                                                   "unpadded")
-    if p["groups"] == p["c"] == p["o"]:
-        return "depthwise", ""
-    return None, "a grouped conv_nchwc has one filter per channel"
 
 
 register(OpDef(name="tensor.conv_nchwc", operands=("x", "w"), attrs=("block",),

@@ -36,6 +36,7 @@ import llvmlite.ir as ir
 import numpy as np
 
 from solir.ir.core import Op
+from solir.ir.ops.matmul import c_shape
 from solir.ir.types import TensorType
 from solir.lower.llvm.element import ElementEmitter, scalar_type
 from solir.lower.llvm.kernels.generic import CHUNK_FN_TYPE, PTR
@@ -103,8 +104,7 @@ def transpose(b: ir.IRBuilder, rows: list[ir.Value]) -> list[ir.Value]:
 
 def matmul_units(op: Op) -> int:
     a = op.attrs
-    shape = op.results[0].type.shape
-    batch, m, n = (shape[0], shape[2], shape[1] * shape[3]) if a.get("blocked") else shape
+    batch, m, n = c_shape(op)
     return batch * -(-(-(-m // a["mc"])) // a["mg"]) * -(-n // a["nc"])
 
 
@@ -130,11 +130,8 @@ class _MatmulEmitter:
         # blocked (NCHWc, solir/ir/ops/nchwc.py): A is [B, K/L, M, L] and C [B, N/L, M, L],
         # L = `blocked` channels per block: A(i, p) at (p/L) M L + i L + p%L, C(i, j) likewise
         self.blk = int(a.get("blocked") or 0)
-        if self.blk:
-            self.batch, nb, self.M, _ = op.results[0].type.shape
-            self.N = nb * self.blk
-        else:
-            self.batch, self.M, self.N = op.results[0].type.shape
+        self.batch, self.M, self.N = c_shape(op)
+        self.blk_stride = self.M * self.blk         # from one channel block to the next
         self.ta, self.tb = bool(a.get("trans_a")), bool(a.get("trans_b"))
         self.a_packed, self.b_packed = bool(a.get("a_packed")), bool(a.get("b_packed"))
         self.patches = tuple(int(v) for v in a["patches"]) if a.get("patches") else None
@@ -301,15 +298,14 @@ class _MatmulEmitter:
         for arg, nm in zip(fn.args, ("k", "ap", "bp", "c", "ldc", "accumulate", "lda", "rows")):
             arg.name = nm
         b = Builder(fn.append_basic_block("entry"))
-        if direct and self.blk:     # row i of a channel block at i L, blocks lda apart
+        if direct:
             lda, rows = fn.args[6:8]
             last = b.sub(rows, const64(1))
-            a_rows = [b.mul(self.smin(b, const64(i), last), const64(self.blk)) for i in range(mr)]
-        elif direct:
-            lda, rows = fn.args[6:8]
-            last = b.sub(rows, const64(1))
-            a_rows = [self.gep(b, ap, b.mul(self.smin(b, const64(i), last), lda))
-                      for i in range(mr)]
+            row = [self.smin(b, const64(i), last) for i in range(mr)]
+            # rows lda apart; by channel blocks, row i's offset i L inside each block (the
+            # blocks lda apart)
+            a_rows = ([b.mul(r, const64(self.blk)) for r in row] if self.blk
+                      else [self.gep(b, ap, b.mul(r, lda)) for r in row])
         lanes, nr = self.lanes, self.nr
         zero = ir.Constant(self.vty, [0.0] * lanes) if lanes > 1 else ir.Constant(self.ety, 0.0)
         e = ElementEmitter(self.llmod, b, lanes)     # llvm.fmuladd: an FMA where there is one
@@ -1133,7 +1129,7 @@ class _MatmulEmitter:
                     elif direct and self.blk:      # rows i0.. of channel block p0 / L
                         apan = self.gep(b, asrc, b.add(a_base, b.add(
                             b.mul(i0, const64(self.blk)),
-                            b.mul(b.sdiv(p0, const64(self.blk)), const64(self.M * self.blk)))))
+                            b.mul(b.sdiv(p0, const64(self.blk)), const64(self.blk_stride)))))
                     elif direct:
                         apan = self.gep(b, asrc, b.add(a_base, b.add(b.mul(i0, const64(self.a_is)),
                                                                      p0)))
@@ -1146,7 +1142,7 @@ class _MatmulEmitter:
                             b.call(pack_a, [a_src, apk, mcur, kcur, const64(self.a_is),
                                             const64(self.a_ps)])
                             apan = apk
-                    ldc = const64(M * self.blk if self.blk else N)
+                    ldc = const64(self.blk_stride if self.blk else N)
                     cptr = self.gep(b, c, b.add(c_base, self.c_off(b, ldc, i0, j0)))
                     if self.epi:        # the epilogue operands at (bi, i0, j0)
                         for n, (p, (cb, cm, cn, c0)) in enumerate(zip(epi_src, self.epi_coeffs)):
@@ -1154,7 +1150,7 @@ class _MatmulEmitter:
                                         b.add(b.mul(i0, const64(cm)), b.mul(j0, const64(cn))))
                             b.store(self.gep(b, p, off),
                                     b.gep(ctx, [const64(n)], source_etype=PTR, inbounds=True))
-                    lda = const64(self.M * self.blk if self.blk else self.a_is)
+                    lda = const64(self.blk_stride if self.blk else self.a_is)
                     args = [apan, bpan, cptr, ldc, mcur, ncur, kcur, accumulate,
                             ctile] + ([lda] if direct else [])
                     if self.jit_a:
