@@ -404,6 +404,57 @@ def test_jammed_strided_loop_nests_match_the_interpreter(w, stride, pad, pool, t
     np.testing.assert_allclose(got, np.asarray(jax.jit(fn)(x)), rtol=1e-4, atol=1e-4)
 
 
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(h=st.integers(1, 12), w=st.integers(1, 40), window=st.integers(1, 5),
+       stride=st.sampled_from([1, 2, 3]), dilation=st.sampled_from([1, 2]),
+       pads=st.tuples(*[st.integers(0, 4)] * 4), kind=st.sampled_from(["conv", "pool", "pad"]),
+       constant=st.booleans(), threads=st.sampled_from([1, 2]))
+@example(h=12, w=40, window=3, stride=1, dilation=1, pads=(1, 1, 1, 1), kind="conv",
+         constant=True, threads=1)
+@example(h=3, w=5, window=5, stride=1, dilation=2, pads=(4, 0, 0, 4), kind="pool",
+         constant=False, threads=2)           # every row and column is at the border
+def test_loop_nests_split_at_the_border_match_the_interpreter(h, w, window, stride, dilation,
+                                                              pads, kind, constant, threads):
+    """A loop nest with padded reads runs each loop whose index moves them as border,
+    interior, border: the interior's reads are unchecked, and a constant operand's loads are
+    invariant (hoisted out of the loops they do not vary in). Images from 1x1 up, windows
+    wider than the image, asymmetric and oversized padding (no interior at all), strides,
+    dilations; a conv's own loop nest, a pool's and a pad; the reference decides."""
+    import jax
+    rng = np.random.default_rng(h * 100 + w)
+    x = rng.standard_normal((1, 3, h, w)).astype(np.float32)
+    k = rng.standard_normal((3, 1, window, window)).astype(np.float32)
+    pt, pb, pl, pr = pads
+    ext = (window - 1) * dilation + 1
+    if (h + pt + pb < ext or w + pl + pr < ext) and kind != "pad":
+        return                                   # no output
+    if kind == "conv":
+        def fn(x, k):
+            return jax.lax.conv_general_dilated(x, k, (stride, stride), ((pt, pb), (pl, pr)),
+                                                rhs_dilation=(dilation, dilation),
+                                                dimension_numbers=("NCHW", "OIHW", "NCHW"),
+                                                feature_group_count=3)
+    elif kind == "pool":
+        def fn(x, k):
+            return jax.lax.reduce_window(x, -np.inf, jax.lax.max, (1, 1, window, window),
+                                         (1, 1, stride, stride),
+                                         ((0, 0), (0, 0), (pt, pb), (pl, pr)),
+                                         window_dilation=(1, 1, dilation, dilation))
+    else:
+        def fn(x, k):
+            return jax.lax.pad(x, 0.5, [(0, 0, 0), (0, 0, 0), (pt, pb, 0), (pl, pr, 0)]) * 2
+    f1, args = ((lambda x: fn(x, k)), [x]) if constant else (fn, [x, k])
+    f = solir.jit(f1, algorithms={"conv": "loops"}, num_threads=threads,
+                  options=solir.Options(parallel_min_work=1))
+    lowered = f.lower(*args)
+    (want,) = run_module(lowered.compilation.module, args)
+    got = np.asarray(f(*args))
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got, np.asarray(jax.jit(f1)(*args)), rtol=1e-4, atol=1e-4)
+    if kind == "conv" and h >= 3 * ext and pt and pb:   # rows with the window inside the image
+        assert re.search(r"d\d+\.in", lowered.as_text("llvm"))
+
+
 def test_depthwise_cost_model():
     """Stride 1: the stencil; strided: the loop nest;
     a channel multiplier (groups < outputs): the loop nest, and forcing the stencil says why."""

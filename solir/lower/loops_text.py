@@ -50,6 +50,8 @@ def _generic(op: Op, namer: Namer) -> list[str]:
     lines = [f"  {res} = kernel \"{a.get('kernel', '')}\"  // {op.result.type} in {where}"]
     pad = "    "
     acc_open = False
+    from solir.lower.llvm.kernels.generic import border_splits
+    splits = border_splits(op)
     for d in order:
         if its[d] != "p" and not acc_open:
             comb = a.get("combiner")
@@ -61,6 +63,9 @@ def _generic(op: Op, namer: Namer) -> list[str]:
             notes.append("parallel across threads")
         if vec and vec[0] == d:
             notes.append(f"vector<{vec[1]}> + scalar tail")
+        if d in splits:
+            first, last = splits[d]
+            notes.append(f"interior {first}..{last + 1} unchecked")
         note = f"  // {', '.join(notes)}" if notes else ""
         step = f" step {vec[1]}" if vec and vec[0] == d else ""
         lines.append(f"{pad}{kind}for d{d} in 0..{dims[d]}{step}:{note}")

@@ -78,8 +78,11 @@ TARGETS: dict[str, Target] = {t.name: t for t in [
     # LLVM's VE backend lowers vectors only through its VVP intrinsics, not generic vector IR,
     # so VE gets scalar code (vector_bits = one f32) until solir emits VVP.
     # -disable-lsr: LLVM 22's VE backend asserts (APInt width) on loops that loop strength
-    # reduction rewrites around calls (any loop calling libm twice).
-    Target("ve", "ve-unknown-linux-gnu", "", "", 32, 64, arch="ve", llvm_options=("-disable-lsr",),
+    # reduction rewrites around calls (any loop calling libm twice); -unroll-threshold=0: and
+    # on loops that unrolling rewrites after a loop nest is split at its border (a conv's
+    # im2col over a 5x5 image, whose interior loops have constant trip counts).
+    Target("ve", "ve-unknown-linux-gnu", "", "", 32, 64, arch="ve",
+           llvm_options=("-disable-lsr", "-unroll-threshold=0"),
            description="NEC SX-Aurora TSUBASA vector engine (LLVM VE backend, scalar code)"),
 ]}
 

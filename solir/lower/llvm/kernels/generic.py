@@ -7,6 +7,13 @@ vector, shifted back to end at the loop's end; a reduction's (or a loop shorter 
 runs the same body with one lane. Reductions
 and scans accumulate in registers (allocas that mem2reg promotes) from the first reduction loop
 inward. `begin`/`end` bound the outermost loop when the kernel runs on the thread pool.
+
+Padded reads (a conv's or pool's window over a zero-padded image) are bounds-checked: a
+compare and a select per index, or a masked vector load. A loop whose index moves such reads
+runs as three (border_splits): the border iterations before the interior, the interior, the
+border after; inside the interior the reads that cannot leave their tensor there are plain
+loads (a depthwise 3x3 over a 56x56 image: 54 of its 56 rows and columns). Loads from the
+module's constants are !invariant.load, so LLVM hoists a tap's weights out of the loops.
 """
 
 from __future__ import annotations
@@ -89,6 +96,20 @@ class _GenericEmitter:
         # vector stores of the result are non-temporal, to addresses aligned to this many
         # bytes (row groups: rows.py checks the alignment before choosing such a member)
         self.stream_align = 0
+        # index-set splitting: per loop dim, the iterations [lo, hi] (inclusive) where every
+        # padded read's index along it stays inside its tensor whatever the other dims are
+        # (the rows and columns of a conv's output away from the image's border). Such a loop
+        # runs as border, interior, border; inside the interior (`self.interior`) those
+        # reads need no bounds check, mask or select. Border iterations do not split the
+        # loops inside them again (`self.border`): 2 k + 1 copies of the body for k dims.
+        self.interior: dict[int, tuple[int, int]] = {}
+        self.border = False
+        # operands that are the module's constants (weights): never written while a kernel
+        # runs, so their loads are !invariant.load and leave the loops they do not vary in
+        # (a depthwise conv's nine tap vectors, BN's scale and shift), which LLVM could not
+        # otherwise move past the result's stores
+        self.constant = [getattr(v.owner, "name", "") == "tensor.constant" for v in op.operands]
+        self.splits = border_splits(op)
 
     # -- structure -----------------------------------------------------------------------------
     def emit(self) -> ir.Function:
@@ -188,9 +209,46 @@ class _GenericEmitter:
                 with otherwise:
                     self.scalar_tail(depth, main_hi, hi_v)
             return
+        if d in self.splits and not self.border:
+            self.split_loop(depth, lanes, lo, hi)
+            return
         with for_range(b, lo, hi, 1, name=name) as iv:
             self.ivs[d] = iv
             self.nest(depth + 1, lanes)
+
+    def split_loop(self, depth: int, lanes: int, lo: ir.Value | int, hi: ir.Value | int) -> None:
+        """The loop over dim order[depth] as three: its border iterations before the
+        interior, the interior (reads inside their tensors there are unchecked), the border
+        after."""
+        b = self.b
+        d = self.order[depth]
+        first, last = self.splits[d]
+        if isinstance(lo, int) and isinstance(hi, int):
+            a: ir.Value | int = min(max(first, lo), hi)
+            z: ir.Value | int = max(min(last + 1, hi), a)
+        else:
+            e = ElementEmitter(self.llmod, b, 1)
+            lo_v = const64(lo) if isinstance(lo, int) else lo
+            hi_v = const64(hi) if isinstance(hi, int) else hi
+            a = e.intrinsic("smin", [e.intrinsic("smax", [const64(first), lo_v]), hi_v])
+            z = e.intrinsic("smax", [e.intrinsic("smin", [const64(last + 1), hi_v]), a])
+        for s, t, inside in ((lo, a, False), (a, z, True), (z, hi, False)):
+            if isinstance(s, int) and isinstance(t, int) and s >= t:
+                continue
+            if inside:
+                self.interior[d] = (first, last)
+            else:
+                self.border = True
+            with for_range(b, s, t, 1, name=f"d{d}.{'in' if inside else 'edge'}") as iv:
+                self.ivs[d] = iv
+                self.nest(depth + 1, lanes)
+            self.interior.pop(d, None)
+            self.border = False         # (only loops outside any border split)
+
+    # -- which reads are inside their tensors ----------------------------------------------------
+    def _inside(self, expr: Any, size: int) -> bool:
+        """Whether an index is inside [0, size) on every iteration being emitted."""
+        return index_inside(expr, size, self.dims, self.interior)
 
     def scalar_tail(self, depth: int, lo: ir.Value, hi: ir.Value) -> None:
         d = self.order[depth]
@@ -400,7 +458,8 @@ class _GenericEmitter:
     def load_input(self, e: ElementEmitter, k: int, lanes: int, name: str) -> ir.Value:
         v, m, pad = self.op.operands[k], self.maps[k], self.pads[k]
         dt = v.type.dtype
-        if pad is None and not m.divides:
+        if not m.divides and (pad is None or all(
+                self._inside(x, size) for x, size in zip(m.exprs, v.type.shape))):
             coeffs, const = flat_coeffs(m, v.type)
             off = self._offset(coeffs, const)
             step = coeffs[self.vdim] if lanes > 1 else 0
@@ -422,6 +481,9 @@ class _GenericEmitter:
         flat: ir.Value = const64(0)
         for size, expr in zip(shape, exprs):
             idx = self._offset(list(expr.coeffs), expr.const)
+            if self._inside(expr, size):
+                flat = b.add(b.mul(flat, const64(size)), idx)
+                continue
             if expr.div != 1:
                 valid = b.and_(valid, b.icmp_signed("==", b.srem(idx, const64(expr.div)), const64(0)))
                 idx = b.sdiv(idx, const64(expr.div))
@@ -529,10 +591,11 @@ class _GenericEmitter:
         st = storage_type(dt)
         addr = b.gep(self.ptrs[k], [off], source_etype=st, inbounds=self.inbounds)
         if lanes == 1 or step == 0:
-            return e.splat(self.to_compute(b.load(addr, typ=st, align=dt.itemsize), dt, 1, _llname(name)))
+            raw = self._invariant(k, b.load(addr, typ=st, align=dt.itemsize))
+            return e.splat(self.to_compute(raw, dt, 1, _llname(name)))
         if step == 1:
             self._prefetch(e, k, off)
-            raw = b.load(addr, typ=ir.VectorType(st, lanes), align=dt.itemsize)
+            raw = self._invariant(k, b.load(addr, typ=ir.VectorType(st, lanes), align=dt.itemsize))
             return self.to_compute(raw, dt, lanes, _llname(name))
         out = ir.Constant(ir.VectorType(scalar_type(dt), lanes), ir.Undefined)
         for lane in range(lanes):
@@ -540,6 +603,11 @@ class _GenericEmitter:
             x = self.to_compute(b.load(p, typ=st, align=dt.itemsize), dt, 1, "")
             out = b.insert_element(out, x, ir.Constant(ir.IntType(32), lane))
         return out
+
+    def _invariant(self, k: int, load: ir.Instruction) -> ir.Instruction:
+        if k < len(self.constant) and self.constant[k] and self.inbounds:
+            load.set_metadata("invariant.load", self.llmod.add_metadata([]))
+        return load
 
     def _prefetch(self, e: ElementEmitter, k: int, off: ir.Value) -> None:
         ahead = self.prefetch.get(k)
@@ -626,6 +694,69 @@ class _GenericEmitter:
                       align=self.stream_align if stream else dt.itemsize)
         if stream:
             ins.set_metadata("nontemporal", self.llmod.add_metadata([ir.Constant(ir.IntType(32), 1)]))
+
+
+def _span(expr: Any, dims: tuple[int, ...], interior: dict[int, tuple[int, int]],
+          skip: int | None = None) -> tuple[int, int]:
+    """The least and greatest value of an index expression (division aside) over the
+    iterations its loops can take: a dim's `interior` range where given, else its whole
+    extent; `skip`: without that dim's term."""
+    lo = hi = expr.const
+    for d, c in enumerate(expr.coeffs):
+        if not c or d == skip:
+            continue
+        first, last = interior.get(d, (0, dims[d] - 1))
+        lo += min(c * first, c * last)
+        hi += max(c * first, c * last)
+    return lo, hi
+
+
+def index_inside(expr: Any, size: int, dims: tuple[int, ...],
+                 interior: dict[int, tuple[int, int]]) -> bool:
+    """Whether an index expression stays inside [0, size) (and divides exactly) on every
+    iteration, the dims in `interior` restricted to their ranges there."""
+    if expr.div != 1:
+        return False
+    lo, hi = _span(expr, dims, interior)
+    return lo >= 0 and hi < size
+
+
+def border_splits(op: Op) -> dict[int, tuple[int, int]]:
+    """Index-set splitting for a kernel.generic: per loop dim (not the vector one), the
+    iterations [first, last] where every padded read's index along it that can leave its
+    tensor stays inside whatever the other dims are (a conv's output rows and columns whose
+    window is inside the image), where that is a proper, non-empty part of the loop."""
+    a = op.attrs
+    dims = tuple(a["dims"])
+    vec = a.get("vector")
+    pads = a.get("pads") or (None,) * len(op.operands)
+    its = a.get("iterators") or "p" * len(dims)
+    splits = {}
+    for d in range(len(dims)):
+        if (vec and vec[0] == d) or its[d] != "p" or dims[d] < 4:
+            continue
+        first, last, useful = 0, dims[d] - 1, False
+        for v, m, pad in zip(op.operands, a["maps"], pads):
+            if m is None or pad is None:
+                continue
+            for size, expr in zip(v.type.shape, m.exprs):
+                c = expr.coeffs[d]
+                if not c or index_inside(expr, size, dims, {}):
+                    continue
+                if expr.div != 1:
+                    continue
+                # want 0 <= rest + c iv <= size - 1 for every value of the rest
+                rlo, rhi = _span(expr, dims, {}, skip=d)
+                at_least, at_most = -rlo, size - 1 - rhi
+                if c < 0:
+                    at_least, at_most = at_most, at_least
+                first = max(first, -(-at_least // c))
+                last = min(last, at_most // c)
+                useful = True
+        # (at least two iterations inside: a 3-tap window's loop split 1 + 1 + 1 is only code)
+        if useful and last - first >= 1 and (first, last) != (0, dims[d] - 1):
+            splits[d] = (first, last)
+    return splits
 
 
 def _llname(name: str) -> str:
