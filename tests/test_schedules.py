@@ -455,6 +455,35 @@ def test_loop_nests_split_at_the_border_match_the_interpreter(h, w, window, stri
         assert re.search(r"d\d+\.in", lowered.as_text("llvm"))
 
 
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(blocks=st.integers(1, 3), h=st.integers(1, 4), w=st.integers(1, 40),
+       dtype=st.just("float32"), threads=st.sampled_from([1, 2]))
+@example(blocks=2, h=3, w=37, dtype="float32", threads=1)   # two whole steps and a rest
+def test_transposed_reads_match_the_interpreter(blocks, h, w, dtype, threads):
+    """A layout change to channel blocks (NCHW -> NCHWc, with a per-channel scale, shift and
+    ReLU): each output vector's lanes are a plane apart in the input. The loop along the
+    row steps a vector at a time, reading a vector's worth of rows whole and transposing
+    them in registers; the row's rest goes point by point."""
+    import jax.numpy as jnp
+    lanes = host_target().lanes(np.dtype(dtype).itemsize)
+    c = blocks * lanes
+    rng = np.random.default_rng(blocks * 1000 + h * 100 + w)
+    x = rng.standard_normal((1, c, h, w)).astype(dtype)
+    scale, shift = (rng.standard_normal(c).astype(dtype) for _ in range(2))
+
+    def fn(x):
+        y = jnp.maximum(x * scale[None, :, None, None] + shift[None, :, None, None], 0)
+        return y.reshape(1, blocks, lanes, h, w).transpose(0, 1, 3, 4, 2)
+    f = solir.jit(fn, num_threads=threads, options=solir.Options(parallel_min_work=1))
+    lowered = f.lower(x)
+    if w >= lanes:
+        assert re.search(r"d\d+\.t\b", lowered.as_text("llvm"))
+    (want,) = run_module(lowered.compilation.module, [x])
+    got = np.asarray(f(x))
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)       # (x s + b: one FMA)
+    np.testing.assert_allclose(got, np.asarray(fn(x)), rtol=1e-6, atol=1e-6)
+
+
 def test_depthwise_cost_model():
     """Stride 1: the stencil; strided: the loop nest;
     a channel multiplier (groups < outputs): the loop nest, and forcing the stencil says why."""

@@ -27,6 +27,7 @@ from solir.ir.core import Op, Value
 from solir.ir.types import DType, TensorType
 from solir.lower.llvm.element import ElementEmitter, scalar_type, storage_type
 from solir.lower.llvm.loops import Builder, I64, const64, for_range
+from solir.lower.llvm.shuffle import transpose
 from solir.lower.schedule import flat_coeffs
 from solir.targets import Target
 
@@ -110,6 +111,14 @@ class _GenericEmitter:
         # otherwise move past the result's stores
         self.constant = [getattr(v.owner, "name", "") == "tensor.constant" for v in op.operands]
         self.splits = border_splits(op)
+        # transposed reads: where the vector dim is one whole vector innermost and an
+        # operand's lanes are far apart (stride > 1) but contiguous along the loop just
+        # outside it (a layout change NCHW -> NCHWc: 16 channels a plane apart per vector),
+        # that loop steps by a vector: `width` contiguous loads, one in-register transpose,
+        # then `width` points each taking its vector from it (`self.pre`), instead of
+        # `width` x `width` scalar loads
+        self.tdim, self.transposed = self._transposed_reads()
+        self.pre: dict[int, ir.Value] = {}
 
     # -- structure -----------------------------------------------------------------------------
     def emit(self) -> ir.Function:
@@ -209,6 +218,9 @@ class _GenericEmitter:
                 with otherwise:
                     self.scalar_tail(depth, main_hi, hi_v)
             return
+        if d == self.tdim and lanes == 1:
+            self.transposed_loop(depth, lo, hi)
+            return
         if d in self.splits and not self.border:
             self.split_loop(depth, lanes, lo, hi)
             return
@@ -244,6 +256,52 @@ class _GenericEmitter:
                 self.nest(depth + 1, lanes)
             self.interior.pop(d, None)
             self.border = False         # (only loops outside any border split)
+
+    def _transposed_reads(self) -> tuple[int | None, tuple[int, ...]]:
+        w, vd = self.width, self.vdim
+        if (vd is None or self.comb is not None or w < 4 or w & (w - 1) or len(self.order) < 2
+                or self.order[-1] != vd or self.dims[vd] != w or self.its[vd] != "p"):
+            return None, ()
+        td = self.order[-2]
+        if self.its[td] != "p" or self.dims[td] < w or td in self.splits:
+            return None, ()
+        ks = []
+        for k, (v, m, pad) in enumerate(zip(self.op.operands, self.maps, self.pads)):
+            if m is None or pad is not None or m.divides or v.type.dtype not in (DType.F32, DType.F64):
+                continue
+            coeffs, _ = flat_coeffs(m, v.type)
+            if abs(coeffs[vd]) > 1 and coeffs[td] == 1:
+                ks.append(k)
+        return (td, tuple(ks)) if ks else (None, ())
+
+    def transposed_loop(self, depth: int, lo: ir.Value | int, hi: ir.Value | int) -> None:
+        """The loop just outside the vector dim, a vector's width of iterations at a time,
+        the transposed operands read as whole blocks (see __init__); the rest one by one."""
+        b, w, d, vd = self.b, self.width, self.order[depth], self.vdim
+        lo_v = const64(lo) if isinstance(lo, int) else lo
+        hi_v = const64(hi) if isinstance(hi, int) else hi
+        span = b.sub(hi_v, lo_v)
+        main_hi = b.add(lo_v, b.sub(span, b.srem(span, const64(w))), name=f"d{d}.tend")
+        e = ElementEmitter(self.llmod, b, w)
+        with for_range(b, lo_v, main_hi, w, name=f"d{d}.t") as iv:
+            blocks = {}
+            for k in self.transposed:
+                v, m = self.op.operands[k], self.maps[k]
+                coeffs, const = flat_coeffs(m, v.type)
+                rows = []
+                for r in range(w):              # lane r of the vector dim: w along dim d
+                    self.ivs[d], self.ivs[vd] = iv, const64(r)   # type: ignore[index]
+                    rows.append(self.load(e, k, v.type.dtype, self._offset(coeffs, const), w,
+                                          1, f"{v.name or 'x'}_row"))
+                blocks[k] = transpose(b, rows)
+            for u in range(w):
+                self.ivs[d] = b.add(iv, const64(u))
+                self.pre = {k: blocks[k][u] for k in blocks}
+                self.nest(depth + 1, 1)
+            self.pre = {}
+        with for_range(b, main_hi, hi_v, 1, name=f"d{d}.rest") as iv:
+            self.ivs[d] = iv
+            self.nest(depth + 1, 1)
 
     # -- which reads are inside their tensors ----------------------------------------------------
     def _inside(self, expr: Any, size: int) -> bool:
@@ -456,6 +514,8 @@ class _GenericEmitter:
         return off
 
     def load_input(self, e: ElementEmitter, k: int, lanes: int, name: str) -> ir.Value:
+        if k in self.pre and lanes == self.width:
+            return self.pre[k]
         v, m, pad = self.op.operands[k], self.maps[k], self.pads[k]
         dt = v.type.dtype
         if not m.divides and (pad is None or all(
