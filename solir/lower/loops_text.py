@@ -50,8 +50,9 @@ def _generic(op: Op, namer: Namer) -> list[str]:
     lines = [f"  {res} = kernel \"{a.get('kernel', '')}\"  // {op.result.type} in {where}"]
     pad = "    "
     acc_open = False
-    from solir.lower.llvm.kernels.generic import border_splits
+    from solir.lower.schedule import border_splits, transposed_reads
     splits = border_splits(op)
+    tdim, transposed = transposed_reads(op, splits)
     for d in order:
         if its[d] != "p" and not acc_open:
             comb = a.get("combiner")
@@ -66,6 +67,9 @@ def _generic(op: Op, namer: Namer) -> list[str]:
         if d in splits:
             first, last = splits[d]
             notes.append(f"interior {first}..{last + 1} unchecked")
+        if d == tdim:
+            reads = ", ".join(namer(op.operands[k]) for k in transposed)
+            notes.append(f"{vec[1]} at a time, {reads} read as rows and transposed")
         note = f"  // {', '.join(notes)}" if notes else ""
         step = f" step {vec[1]}" if vec and vec[0] == d else ""
         lines.append(f"{pad}{kind}for d{d} in 0..{dims[d]}{step}:{note}")

@@ -16,7 +16,7 @@ import numpy as np
 
 from solir.ir.attrs import AffineMap
 from solir.ir.core import Module, Op, Value
-from solir.ir.types import TensorType
+from solir.ir.types import DType, TensorType
 from solir.lower.pipeline import PassContext, pass_
 from solir.targets import Target
 
@@ -344,6 +344,97 @@ def padded_vector_read(m: AffineMap, d: int) -> bool:
         return False
     *rest, last = m.exprs
     return all(e.coeffs[d] == 0 for e in rest) and 0 < last.coeffs[d] <= MAX_PADDED_STRIDE
+
+
+def _span(expr: Any, dims: tuple[int, ...], interior: dict[int, tuple[int, int]],
+          skip: int | None = None) -> tuple[int, int]:
+    """The least and greatest value of an index expression (division aside) over the
+    iterations its loops can take: a dim's `interior` range where given, else its whole
+    extent; `skip`: without that dim's term."""
+    lo = hi = expr.const
+    for d, c in enumerate(expr.coeffs):
+        if not c or d == skip:
+            continue
+        first, last = interior.get(d, (0, dims[d] - 1))
+        lo += min(c * first, c * last)
+        hi += max(c * first, c * last)
+    return lo, hi
+
+
+def index_inside(expr: Any, size: int, dims: tuple[int, ...],
+                 interior: dict[int, tuple[int, int]]) -> bool:
+    """Whether an index expression stays inside [0, size) (and divides exactly) on every
+    iteration, the dims in `interior` restricted to their ranges there."""
+    if expr.div != 1:
+        return False
+    lo, hi = _span(expr, dims, interior)
+    return lo >= 0 and hi < size
+
+
+def border_splits(op: Op) -> dict[int, tuple[int, int]]:
+    """Index-set splitting for a kernel.generic: per loop dim (not the vector one), the
+    iterations [first, last] where every padded read's index along it that can leave its
+    tensor stays inside whatever the other dims are (a conv's output rows and columns whose
+    window is inside the image), where that is a proper, non-empty part of the loop."""
+    a = op.attrs
+    dims = tuple(a["dims"])
+    vec = a.get("vector")
+    pads = a.get("pads") or (None,) * len(op.operands)
+    its = a.get("iterators") or "p" * len(dims)
+    splits = {}
+    for d in range(len(dims)):
+        if (vec and vec[0] == d) or its[d] != "p" or dims[d] < 4:
+            continue
+        first, last, useful = 0, dims[d] - 1, False
+        for v, m, pad in zip(op.operands, a["maps"], pads):
+            if m is None or pad is None:
+                continue
+            for size, expr in zip(v.type.shape, m.exprs):
+                c = expr.coeffs[d]
+                if not c or expr.div != 1 or index_inside(expr, size, dims, {}):
+                    continue
+                # want 0 <= rest + c iv <= size - 1 for every value of the rest
+                rlo, rhi = _span(expr, dims, {}, skip=d)
+                at_least, at_most = -rlo, size - 1 - rhi
+                if c < 0:
+                    at_least, at_most = at_most, at_least
+                first = max(first, -(-at_least // c))
+                last = min(last, at_most // c)
+                useful = True
+        # (at least two iterations inside: a 3-tap window's loop split 1 + 1 + 1 is only code)
+        if useful and last - first >= 1 and (first, last) != (0, dims[d] - 1):
+            splits[d] = (first, last)
+    return splits
+
+
+def transposed_reads(op: Op, splits: dict[int, tuple[int, int]]) -> tuple[int | None, tuple[int, ...]]:
+    """(the loop just outside the vector dim, the operands it reads transposed) for a
+    kernel.generic whose vector dim is one whole vector innermost and some f32/f64 operand's
+    lanes are a stride apart but contiguous along that loop (a layout change NCHW -> NCHWc):
+    that loop then steps a vector at a time, reading those operands a vector of rows at once
+    and transposing them in registers. (None, ()) where that does not apply."""
+    a = op.attrs
+    dims = tuple(a["dims"])
+    its = a.get("iterators") or "p" * len(dims)
+    order = tuple(a.get("order") or range(len(dims)))
+    pads = a.get("pads") or (None,) * len(op.operands)
+    vec = a.get("vector")
+    if not vec or a.get("combiner") is not None or len(order) < 2:
+        return None, ()
+    vd, w = vec
+    if w < 4 or w & (w - 1) or order[-1] != vd or dims[vd] != w or its[vd] != "p":
+        return None, ()
+    td = order[-2]
+    if its[td] != "p" or dims[td] < w or td in splits:
+        return None, ()
+    ks = []
+    for k, (v, m, pad) in enumerate(zip(op.operands, a["maps"], pads)):
+        if m is None or pad is not None or m.divides or v.type.dtype not in (DType.F32, DType.F64):
+            continue
+        coeffs, _ = flat_coeffs(m, v.type)
+        if abs(coeffs[vd]) > 1 and coeffs[td] == 1:
+            ks.append(k)
+    return (td, tuple(ks)) if ks else (None, ())
 
 
 def _vectorizable_along(op: Op, d: int) -> bool:

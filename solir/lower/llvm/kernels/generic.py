@@ -28,7 +28,7 @@ from solir.ir.types import DType, TensorType
 from solir.lower.llvm.element import ElementEmitter, scalar_type, storage_type
 from solir.lower.llvm.loops import Builder, I64, const64, for_range
 from solir.lower.llvm.shuffle import transpose
-from solir.lower.schedule import flat_coeffs
+from solir.lower.schedule import border_splits, flat_coeffs, index_inside, transposed_reads
 from solir.targets import Target
 
 PTR = ir.PointerType()
@@ -117,7 +117,7 @@ class _GenericEmitter:
         # that loop steps by a vector: `width` contiguous loads, one in-register transpose,
         # then `width` points each taking its vector from it (`self.pre`), instead of
         # `width` x `width` scalar loads
-        self.tdim, self.transposed = self._transposed_reads()
+        self.tdim, self.transposed = transposed_reads(op, self.splits)
         self.pre: dict[int, ir.Value] = {}
 
     # -- structure -----------------------------------------------------------------------------
@@ -256,23 +256,6 @@ class _GenericEmitter:
                 self.nest(depth + 1, lanes)
             self.interior.pop(d, None)
             self.border = False         # (only loops outside any border split)
-
-    def _transposed_reads(self) -> tuple[int | None, tuple[int, ...]]:
-        w, vd = self.width, self.vdim
-        if (vd is None or self.comb is not None or w < 4 or w & (w - 1) or len(self.order) < 2
-                or self.order[-1] != vd or self.dims[vd] != w or self.its[vd] != "p"):
-            return None, ()
-        td = self.order[-2]
-        if self.its[td] != "p" or self.dims[td] < w or td in self.splits:
-            return None, ()
-        ks = []
-        for k, (v, m, pad) in enumerate(zip(self.op.operands, self.maps, self.pads)):
-            if m is None or pad is not None or m.divides or v.type.dtype not in (DType.F32, DType.F64):
-                continue
-            coeffs, _ = flat_coeffs(m, v.type)
-            if abs(coeffs[vd]) > 1 and coeffs[td] == 1:
-                ks.append(k)
-        return (td, tuple(ks)) if ks else (None, ())
 
     def transposed_loop(self, depth: int, lo: ir.Value | int, hi: ir.Value | int) -> None:
         """The loop just outside the vector dim, a vector's width of iterations at a time,
@@ -754,69 +737,6 @@ class _GenericEmitter:
                       align=self.stream_align if stream else dt.itemsize)
         if stream:
             ins.set_metadata("nontemporal", self.llmod.add_metadata([ir.Constant(ir.IntType(32), 1)]))
-
-
-def _span(expr: Any, dims: tuple[int, ...], interior: dict[int, tuple[int, int]],
-          skip: int | None = None) -> tuple[int, int]:
-    """The least and greatest value of an index expression (division aside) over the
-    iterations its loops can take: a dim's `interior` range where given, else its whole
-    extent; `skip`: without that dim's term."""
-    lo = hi = expr.const
-    for d, c in enumerate(expr.coeffs):
-        if not c or d == skip:
-            continue
-        first, last = interior.get(d, (0, dims[d] - 1))
-        lo += min(c * first, c * last)
-        hi += max(c * first, c * last)
-    return lo, hi
-
-
-def index_inside(expr: Any, size: int, dims: tuple[int, ...],
-                 interior: dict[int, tuple[int, int]]) -> bool:
-    """Whether an index expression stays inside [0, size) (and divides exactly) on every
-    iteration, the dims in `interior` restricted to their ranges there."""
-    if expr.div != 1:
-        return False
-    lo, hi = _span(expr, dims, interior)
-    return lo >= 0 and hi < size
-
-
-def border_splits(op: Op) -> dict[int, tuple[int, int]]:
-    """Index-set splitting for a kernel.generic: per loop dim (not the vector one), the
-    iterations [first, last] where every padded read's index along it that can leave its
-    tensor stays inside whatever the other dims are (a conv's output rows and columns whose
-    window is inside the image), where that is a proper, non-empty part of the loop."""
-    a = op.attrs
-    dims = tuple(a["dims"])
-    vec = a.get("vector")
-    pads = a.get("pads") or (None,) * len(op.operands)
-    its = a.get("iterators") or "p" * len(dims)
-    splits = {}
-    for d in range(len(dims)):
-        if (vec and vec[0] == d) or its[d] != "p" or dims[d] < 4:
-            continue
-        first, last, useful = 0, dims[d] - 1, False
-        for v, m, pad in zip(op.operands, a["maps"], pads):
-            if m is None or pad is None:
-                continue
-            for size, expr in zip(v.type.shape, m.exprs):
-                c = expr.coeffs[d]
-                if not c or index_inside(expr, size, dims, {}):
-                    continue
-                if expr.div != 1:
-                    continue
-                # want 0 <= rest + c iv <= size - 1 for every value of the rest
-                rlo, rhi = _span(expr, dims, {}, skip=d)
-                at_least, at_most = -rlo, size - 1 - rhi
-                if c < 0:
-                    at_least, at_most = at_most, at_least
-                first = max(first, -(-at_least // c))
-                last = min(last, at_most // c)
-                useful = True
-        # (at least two iterations inside: a 3-tap window's loop split 1 + 1 + 1 is only code)
-        if useful and last - first >= 1 and (first, last) != (0, dims[d] - 1):
-            splits[d] = (first, last)
-    return splits
 
 
 def _llname(name: str) -> str:
