@@ -151,15 +151,15 @@ def test_rows_outer_tile_order_matches_numpy(threads):
         assert "(rows outer)" in loops and source in loops
         want = np.asarray(fn(a.astype(np.float64), w.astype(np.float64), v.astype(np.float64)))
         np.testing.assert_allclose(f(a, w, v), want, rtol=1e-4, atol=1e-3)
-    # a transposed A, packed a panel at a time: Winograd's product for few tiles (C^T = V^T U^T)
-    x = rng.standard_normal((1, 40, 6, 6)).astype(np.float32)
-    k = rng.standard_normal((20, 40, 3, 3)).astype(np.float32)
-    conv = lambda x, k: jax.lax.conv_general_dilated(x, k, (1, 1), "SAME")  # noqa: E731
-    f = solir.jit(conv, options=solir.Options(matmul_tiles=tiles), num_threads=threads,
-                  algorithms={"conv": "winograd"})
-    loops = f.lower(x, k).as_text("loops")
+    # a transposed A (A stored [K, M]: dot_general contracting lhs dim 0), packed a panel at a time
+    at = rng.standard_normal((40, 130)).astype(np.float32)
+    tdot = lambda a, w: jax.lax.dot_general(a, w, (((0,), (0,)), ((), ())))  # noqa: E731
+    f = solir.jit(tdot, options=solir.Options(matmul_tiles=tiles), num_threads=threads,
+                  algorithms={"dot": "matmul"})
+    loops = f.lower(at, w[:40]).as_text("loops")
     assert "trans_a = true" in loops and "A packed a panel at a time" in loops
-    np.testing.assert_allclose(f(x, k), np.asarray(jax.jit(conv)(x, k)), rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(f(at, w[:40]), at.astype(np.float64).T @ w[:40].astype(np.float64),
+                               rtol=1e-4, atol=1e-3)
 
 
 def test_thread_count_never_changes_a_bit():

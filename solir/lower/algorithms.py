@@ -156,7 +156,7 @@ def conv_costs(op: Op, target: Target) -> dict[str, float]:
     64, or 49 rows, computed as 54; 196 columns cost 224), plus what the algorithm writes
     besides (patch matrices, Winograd's transforms, a transpose) and the weights it reads."""
     from solir.ir.ops.contract import conv_params, patches_gathered
-    from solir.ir.ops.winograd import FEW_TILES, tiles_for
+    from solir.ir.ops.winograd import tiles_for
     from solir.lower.schedule import matmul_blocking
     lhs, rhs = op.operands
     out = op.results[0].type
@@ -191,9 +191,7 @@ def conv_costs(op: Op, target: Target) -> dict[str, float]:
         for name, m in (("winograd", 4), ("winograd2", 2)):
             ty, tx = tiles_for((oh, ow), m)
             t2, cols = (m + 2) ** 2, n_img * ty * tx
-            mm = (product(t2, cols, k_out, c_in) + ROWS_ELEMENT * t2 * cols * k_out
-                  if cols <= FEW_TILES else product(t2, k_out, cols, c_in))
-            costs[name] = (mm + TRANSFORM_ELEMENT * t2 * cols * (c_in + k_out)
+            costs[name] = (product(t2, k_out, cols, c_in) + TRANSFORM_ELEMENT * t2 * cols * (c_in + k_out)
                            + WEIGHT_ELEMENT * t2 * k_out * c_in)
     return costs
 

@@ -46,11 +46,6 @@ MATRICES: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {
 }
 
 
-# Up to this many tiles the products run transposed, the output channels as the
-# microkernel's vectors: 16 tiles (one AVX-512 vector) leave it one vector per row, one
-# broadcast per FMA (load-bound, half the FMA rate), and 49 compute 64 columns where 49
-# rows cost 54. At 196 the transpose back costs more than it saves (ResNet-18, measured).
-FEW_TILES = 49
 
 
 def tiles_for(out_hw: tuple[int, int], m: int) -> tuple[int, int]:
@@ -204,15 +199,11 @@ def build_winograd_conv(op: Op, b: Builder, m: int, weights: np.ndarray | None) 
                                                     a[2])],
                             [out.dtype], combiner="add", name="winograd_weights", loc=op.loc)
         u = b("tensor.reshape", u, shape=(t * t, k_out, c_in))
-    cols = v.type.shape[2]
-    if cols <= FEW_TILES:
-        # C^T = V^T U^T: the tiles are the microkernel's broadcast rows and the output
-        # channels its vectors; then one small transpose back to [t^2, K, tiles]
-        mt = b.op("kernel.matmul", [v, u], {"trans_a": True, "trans_b": True}).result
-        [mm] = build_generic(b, [t * t, k_out, cols], "ppp", [(mt, AffineMap.select(3, (0, 2, 1)))],
-                             lambda inner, a: [a[0]], [out.dtype], name="transpose", loc=op.loc)
-    else:
-        mm = b.op("kernel.matmul", [u, v], {}).result
+    # M = U V with the output channels as rows, even at 16 or 49 tiles (7x7 and 14x14
+    # outputs): the product transposed (C^T = V^T U^T, channels as the microkernel's
+    # vectors) and transposed back was slower on ResNet-18 once edge column panels ran
+    # their own narrow microkernels (session 21; benchmarks/README.md)
+    mm = b.op("kernel.matmul", [u, v], {}).result
     return b.op("kernel.winograd_output", [mm], {"m": m, "size": (oh, ow), "batch": n,
                                                   "kernel": "winograd_out"},
                 name_hint=op.results[0].name).result
