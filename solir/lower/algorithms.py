@@ -191,7 +191,8 @@ def conv_costs(op: Op, target: Target) -> dict[str, float]:
         for name, m in (("winograd", 4), ("winograd2", 2)):
             ty, tx = tiles_for((oh, ow), m)
             t2, cols = (m + 2) ** 2, n_img * ty * tx
-            costs[name] = (product(t2, k_out, cols, c_in) + TRANSFORM_ELEMENT * t2 * cols * (c_in + k_out)
+            costs[name] = (product(t2, k_out, cols, c_in)
+                           + TRANSFORM_ELEMENT * t2 * cols * (c_in + k_out)
                            + WEIGHT_ELEMENT * t2 * k_out * c_in)
     return costs
 

@@ -46,8 +46,6 @@ MATRICES: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {
 }
 
 
-
-
 def tiles_for(out_hw: tuple[int, int], m: int) -> tuple[int, int]:
     return -(-out_hw[0] // m), -(-out_hw[1] // m)
 

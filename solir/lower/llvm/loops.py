@@ -15,6 +15,11 @@ def const64(v: int) -> ir.Constant:
     return ir.Constant(I64, v)
 
 
+def as64(v: ir.Value | int) -> ir.Value:
+    """An i64 value: a Python int as a constant, a value as it is."""
+    return const64(v) if isinstance(v, int) else v
+
+
 def _int(v: ir.Value) -> int | None:
     """An integer constant's value (None for anything else)."""
     if isinstance(v, ir.Constant) and isinstance(v.type, ir.IntType) and isinstance(v.constant, int):
@@ -84,8 +89,7 @@ def loop(b: ir.IRBuilder, lo: ir.Value | int, hi: ir.Value | int, step: int = 1,
     otherwise turn strided stores into scatters, which are slow on every x86 we target);
     `unroll=False` keeps a cold loop (an edge, a rare layout) one small loop, not unrolled
     copies that cost compile time (loop strength reduction is superlinear in their uses)."""
-    lo = const64(lo) if isinstance(lo, int) else lo
-    hi = const64(hi) if isinstance(hi, int) else hi
+    lo, hi = as64(lo), as64(hi)
     fn = b.block.function
     pre = b.block
     cond = fn.append_basic_block(f"{name}.cond")

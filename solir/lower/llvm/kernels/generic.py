@@ -26,7 +26,7 @@ from solir.errors import UnsupportedOpError
 from solir.ir.core import Op, Value
 from solir.ir.types import DType, TensorType
 from solir.lower.llvm.element import ElementEmitter, scalar_type, storage_type
-from solir.lower.llvm.loops import Builder, I64, const64, for_range
+from solir.lower.llvm.loops import Builder, I64, as64, const64, for_range
 from solir.lower.llvm.shuffle import transpose
 from solir.lower.schedule import border_splits, flat_coeffs, index_inside, transposed_reads
 from solir.targets import Target
@@ -54,6 +54,11 @@ def units_of(op: Op) -> int:
 
 def emit_generic(llmod: ir.Module, op: Op, target: Target, name: str) -> ir.Function:
     return _GenericEmitter(llmod, op, target, name).emit()
+
+
+def _steps_end(b: ir.IRBuilder, lo: ir.Value, span: ir.Value, step: int, name: str) -> ir.Value:
+    """Where whole steps of `step` from lo end, `span` iterations in: lo + span - span % step."""
+    return b.add(lo, b.sub(span, b.srem(span, const64(step))), name=name)
 
 
 class _GenericEmitter:
@@ -174,14 +179,13 @@ class _GenericEmitter:
         name = f"d{d}"
         if d == self.vdim and lanes == 1:
             w = self.width
-            lo_v = const64(lo) if isinstance(lo, int) else lo
-            hi_v = const64(hi) if isinstance(hi, int) else hi
+            lo_v, hi_v = as64(lo), as64(hi)
             span = b.sub(hi_v, lo_v)
-            main_hi = b.add(lo_v, b.sub(span, b.srem(span, const64(w))), name=f"{name}.vend")
+            main_hi = _steps_end(b, lo_v, span, w, f"{name}.vend")
             if self.unrolled_reduction(depth):
                 # UNROLL independent vector accumulators hide the combine's latency
                 uw = UNROLL * w
-                un_hi = b.add(lo_v, b.sub(span, b.srem(span, const64(uw))), name=f"{name}.uend")
+                un_hi = _steps_end(b, lo_v, span, uw, f"{name}.uend")
                 with for_range(b, lo_v, un_hi, uw, name=f"{name}.u") as iv:
                     for u in range(UNROLL):
                         self.ivs[d] = b.add(iv, const64(u * w)) if u else iv
@@ -194,7 +198,7 @@ class _GenericEmitter:
                 # `jam` output vectors share each pass over the reduction: independent
                 # accumulator chains instead of one (a 3x3 conv's nine dependent FMAs)
                 jw = jam * w
-                jam_hi = b.add(lo_v, b.sub(span, b.srem(span, const64(jw))), name=f"{name}.jend")
+                jam_hi = _steps_end(b, lo_v, span, jw, f"{name}.jend")
                 with for_range(b, lo_v, jam_hi, jw, name=f"{name}.j") as iv:
                     self.jam = [b.add(iv, const64(u * w)) if u else iv for u in range(jam)]
                     self.nest(depth + 1, w)
@@ -240,8 +244,7 @@ class _GenericEmitter:
             z: ir.Value | int = max(min(last + 1, hi), a)
         else:
             e = ElementEmitter(self.llmod, b, 1)
-            lo_v = const64(lo) if isinstance(lo, int) else lo
-            hi_v = const64(hi) if isinstance(hi, int) else hi
+            lo_v, hi_v = as64(lo), as64(hi)
             a = e.intrinsic("smin", [e.intrinsic("smax", [const64(first), lo_v]), hi_v])
             z = e.intrinsic("smax", [e.intrinsic("smin", [const64(last + 1), hi_v]), a])
         for s, t, inside in ((lo, a, False), (a, z, True), (z, hi, False)):
@@ -261,10 +264,8 @@ class _GenericEmitter:
         """The loop just outside the vector dim, a vector's width of iterations at a time,
         the transposed operands read as whole blocks (see __init__); the rest one by one."""
         b, w, d, vd = self.b, self.width, self.order[depth], self.vdim
-        lo_v = const64(lo) if isinstance(lo, int) else lo
-        hi_v = const64(hi) if isinstance(hi, int) else hi
-        span = b.sub(hi_v, lo_v)
-        main_hi = b.add(lo_v, b.sub(span, b.srem(span, const64(w))), name=f"d{d}.tend")
+        lo_v, hi_v = as64(lo), as64(hi)
+        main_hi = _steps_end(b, lo_v, b.sub(hi_v, lo_v), w, f"d{d}.tend")
         e = ElementEmitter(self.llmod, b, w)
         with for_range(b, lo_v, main_hi, w, name=f"d{d}.t") as iv:
             blocks = {}
