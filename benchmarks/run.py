@@ -9,8 +9,10 @@ Every peer runs in its own worker process per row, pinned to the thread count's 
 intra-op thread flags, ORT with intra_op_num_threads (and its default, spinning pool). One
 process per peer keeps each runtime's thread pool from competing with another's for the
 cores. The peers' processes alternate (`--rounds`, default 2) so that drift on this shared
-machine hits them alike; each sample is the mean of enough calls to last ~20 ms, and the
-table shows the median over all of a peer's samples. solir's results are checked against
+machine hits them alike. Each peer first runs untimed for `--warmup` seconds (default 0.5: a
+freshly compiled or loaded model runs several percent slower for its first ~100 ms, in every
+runtime), then each sample is the mean of enough calls to last ~20 ms, and the table shows
+the median over all of a peer's samples. solir's results are checked against
 jax (ORT for ONNX-only workloads) after it is timed, so that no other runtime's threads live
 in its process while it runs.
 Rates are against this machine's FMA peak and STREAM bandwidth, measured by peak.c.
@@ -76,13 +78,22 @@ def _sample(fn: Callable[[], Any], inner: int) -> float:
     return (time.perf_counter() - t) / inner
 
 
+def _warm(fn: Callable[[], Any], seconds: float) -> None:
+    """Run fn untimed for `seconds` (at least once): steady state before the samples."""
+    end = time.perf_counter() + seconds
+    fn()
+    while time.perf_counter() < end:
+        fn()
+
+
 def _calibrate(fn: Callable[[], Any], target_s: float = 0.02) -> int:
     one = _sample(fn, 1)
     return max(1, min(1000, int(target_s / max(one, 1e-7))))
 
 
-def worker(names: list[str], threads: int, repeats: int, peer: str) -> None:
-    """Time one peer on each workload: `repeats` samples, printed as a JSON row."""
+def worker(names: list[str], threads: int, repeats: int, peer: str, warmup: float) -> None:
+    """Time one peer on each workload: `warmup` seconds untimed, then `repeats` samples,
+    printed as a JSON row."""
     _pin(threads)
     import jax
     import numpy as np
@@ -97,6 +108,7 @@ def worker(names: list[str], threads: int, repeats: int, peer: str) -> None:
         if peer == "jax" and w.fn is None or peer == "ort" and w.onnx is None:
             continue
         run, got = {"solir": _solir, "jax": _jax, "ort": _ort}[peer](w, args, threads, row)
+        _warm(run, warmup)
         inner = _calibrate(run)
         row["samples"] = [_sample(run, inner) for _ in range(repeats)]
         if peer == "solir":
@@ -187,7 +199,7 @@ def _fmt_rate(row: dict[str, Any], limits: dict[str, Any]) -> str:
     return f"{gf:6.1f} GF/s ({100 * gf / limits['fma_gflops']:3.0f}%)"
 
 
-def _row(name: str, threads: int, repeats: int, rounds: int) -> dict[str, Any]:
+def _row(name: str, threads: int, repeats: int, rounds: int, warmup: float) -> dict[str, Any]:
     """One table row: each peer in its own pinned process (no other runtime's thread pool
     in it to compete for the cores), the peers alternating `rounds` times so that drift on
     this shared machine hits them alike; medians over all of a peer's samples."""
@@ -196,7 +208,8 @@ def _row(name: str, threads: int, repeats: int, rounds: int) -> dict[str, Any]:
     for _ in range(rounds):
         for peer in ("solir", *PEERS):
             proc = subprocess.run([sys.executable, __file__, "--worker", "--threads", str(threads),
-                                   "--repeats", str(repeats), "-w", name, "--peer", peer],
+                                   "--repeats", str(repeats), "--warmup", str(warmup),
+                                   "-w", name, "--peer", peer],
                                   capture_output=True, text=True)
             got = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
             if proc.returncode != 0 or not got:
@@ -252,6 +265,8 @@ def main() -> int:
     p.add_argument("--all", action="store_true", help="include the large workloads")
     p.add_argument("--threads", default="1,2", help="comma-separated thread counts (default 1,2)")
     p.add_argument("--repeats", type=int, default=9, help="timed samples per peer (default 9)")
+    p.add_argument("--warmup", type=float, default=0.5,
+                   help="seconds each peer runs untimed before its samples (default 0.5)")
     p.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
     p.add_argument("--markdown", action="store_true", help="print a markdown table")
     p.add_argument("--rounds", type=int, default=2,
@@ -262,17 +277,18 @@ def main() -> int:
     names = a.workload or [n for n, w in WORKLOADS.items() if a.all or w.tier == "quick"]
     threads = [int(t) for t in a.threads.split(",")]
     if a.worker:
-        worker(names, threads[0], a.repeats, a.peer)
+        worker(names, threads[0], a.repeats, a.peer, a.warmup)
         return 0
     rows: list[dict[str, Any]] = []
     for n in threads:
         for name in names:
             sys.stderr.write(f"[{n} thread{'s' if n > 1 else ''}] {name} ...\n")
-            rows.append(_row(name, n, a.repeats, a.rounds))
+            rows.append(_row(name, n, a.repeats, a.rounds, a.warmup))
     limits = {n: machine_limits(n) for n in threads}
     print(f"solir vs jax.jit and onnxruntime on {os.uname().nodename}, "
           f"{time.strftime('%Y-%m-%d %H:%M')}, medians of {a.rounds} x {a.repeats} samples "
-          f"per peer (one process per peer and round, peers alternating)")
+          f"per peer after {a.warmup:g} s untimed (one process per peer and round, peers "
+          f"alternating)")
     for n, lim in limits.items():
         print(f"  {n} thread{'s' if n > 1 else ''}: FMA peak {lim['fma_gflops']:.0f} GFLOP/s, "
               f"STREAM triad {lim['triad_gbs']:.1f} GB/s ({lim['source']})")

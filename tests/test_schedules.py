@@ -670,17 +670,84 @@ def test_nchwc_chain_matches_the_interpreter_and_jax(case):
     np.testing.assert_allclose(got, np.asarray(jax.jit(fn)(*args)), rtol=1e-4, atol=1e-4)
 
 
+@st.composite
+def direct_case(draw):
+    n = draw(st.integers(1, 2))
+    c = draw(st.integers(1, 15))
+    o = 16 * draw(st.integers(1, 3))
+    kh, kw = draw(st.sampled_from([(3, 3), (1, 1), (2, 3), (5, 5), (7, 7)]))
+    h, w = draw(st.integers(1, 20)), draw(st.integers(1, 20))
+    stride = draw(st.sampled_from([(1, 1), (2, 2), (1, 2)]))
+    dil = draw(st.sampled_from([(1, 1), (2, 1)]))
+    pads = tuple((draw(st.integers(0, 3)), draw(st.integers(0, 3))) for _ in range(2))
+    threads = draw(st.sampled_from([1, 2]))
+    constant = draw(st.booleans())
+    return n, c, o, kh, kw, h, w, stride, dil, pads, threads, constant
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=direct_case())
+# MobileNet's stem: RGB, 3x3 stride 2, pad 1, 32 channels (27 taps: four partial sums)
+@example(case=(1, 3, 32, 3, 3, 17, 16, (2, 2), (1, 1), ((1, 1), (1, 1)), 1, True))
+def test_direct_nchwc_stem_matches_the_interpreter_and_jax(case):
+    """A conv on fewer than 16 input channels (a stem), BN-like scale and shift, ReLU, then a
+    depthwise conv: the chain runs in NCHWc from the stem on, the stem as a direct loop nest
+    that reads NCHW and writes channel blocks (taps unrolled into partial sums). Random
+    channels, windows (where C KH KW fits the unrolled body), strides, dilations,
+    asymmetric pads (down to 1x1 outputs and windows wider than the image), threads, and
+    constant or runtime weights."""
+    import jax
+    from hypothesis import assume
+    from solir.ir.ops.nchwc import DIRECT_TAPS
+    n, c, o, kh, kw, h, w, stride, dil, pads, threads, constant = case
+    assume(c * kh * kw <= DIRECT_TAPS)
+    assume(h + sum(pads[0]) >= dil[0] * (kh - 1) + 1 and w + sum(pads[1]) >= dil[1] * (kw - 1) + 1)
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    k = rng.standard_normal((o, c, kh, kw)).astype(np.float32)
+    dw = rng.standard_normal((o, 1, 3, 3)).astype(np.float32)
+    s, t = rng.standard_normal(o).astype(np.float32), rng.standard_normal(o).astype(np.float32)
+    dn = ("NCHW", "OIHW", "NCHW")
+
+    def net(x, k, dw):
+        y = jax.lax.conv_general_dilated(x, k, stride, pads, rhs_dilation=dil,
+                                         dimension_numbers=dn)
+        y = jnp.maximum(y * s[:, None, None] + t[:, None, None], 0.0)
+        return jax.lax.conv_general_dilated(y, dw, (1, 1), "SAME", dimension_numbers=dn,
+                                            feature_group_count=o)
+
+    fn, args = ((lambda x: net(x, k, dw)), [x]) if constant else (net, [x, k, dw])
+    f = solir.jit(fn, num_threads=threads, options=solir.Options(parallel_min_work=1))
+    lowered = f.lower(*args)
+    table = lowered.as_text("algorithms")
+    assert [line.split()[5] for line in table.splitlines()[1:3]] == ["nchwc"] * 2, table
+    assert "direct_nchwc" in lowered.as_text("lower-to-kernels")
+    (want,) = run_module(lowered.compilation.module, args)
+    got = np.asarray(f(*args))
+    np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5)
+    np.testing.assert_allclose(got, np.asarray(jax.jit(fn)(*args)), rtol=1e-4, atol=1e-4)
+
+
 def test_nchwc_only_where_it_applies():
-    """nchwc needs channels in whole blocks and a 1x1 stride-1 or a depthwise conv; forcing
-    it elsewhere is a clear error, and a lone such conv keeps its NCHW algorithm (two
-    layout changes for one conv would cost more than they save)."""
+    """nchwc needs channels in whole blocks (or, for a direct stem, fewer than a block in
+    and a small window) and a 1x1 stride-1 or a depthwise conv; forcing it elsewhere is a
+    clear error, and a lone such conv keeps its NCHW algorithm (two layout changes for one
+    conv would cost more than they save)."""
     import jax
     x = np.ones((1, 24, 8, 8), np.float32)
     w = np.ones((32, 24, 1, 1), np.float32)
     conv = lambda x, w: jax.lax.conv_general_dilated(x, w, (1, 1), "VALID")  # noqa: E731
-    with pytest.raises(solir.SolirError, match="cannot use 'nchwc': needs channels in whole "
-                                               "blocks of 16"):
+    with pytest.raises(solir.SolirError, match="cannot use 'nchwc': needs input channels in "
+                                               r"whole blocks of 16 \(has 24\)"):
         solir.jit(conv, algorithms={"conv": "nchwc"})(x, w)
+    with pytest.raises(solir.SolirError, match=r"needs output channels in whole blocks of 16 "
+                                               r"\(has 24\)"):
+        solir.jit(conv, algorithms={"conv": "nchwc"})(np.ones((1, 16, 8, 8), np.float32),
+                                                      np.ones((24, 16, 1, 1), np.float32))
+    with pytest.raises(solir.SolirError, match=r"at most 64 taps \(C KH KW: 147\)"):
+        solir.jit(lambda x, w: jax.lax.conv_general_dilated(x, w, (2, 2), "SAME"),
+                  algorithms={"conv": "nchwc"})(np.ones((1, 3, 16, 16), np.float32),
+                                                np.ones((32, 3, 7, 7), np.float32))
     w3 = np.ones((32, 32, 3, 3), np.float32)
     x32 = np.ones((1, 32, 8, 8), np.float32)
     with pytest.raises(solir.SolirError, match="1x1 window, stride 1 and no padding"):

@@ -19,7 +19,9 @@ changes what is computed, only how (tests/test_schedules.py checks every choice)
                         nchwc     over the blocked NCHWc layout (solir/ir/ops/nchwc.py):
                                   1x1 stride-1 convs as the microkernel with the output
                                   positions as rows and channels as vectors, depthwise convs
-                                  as one loop nest on whole channel vectors; the
+                                  as one loop nest on whole channel vectors, a stem on
+                                  fewer than 16 input channels (read as NCHW) as a direct
+                                  loop nest that writes channel blocks; the
                                   nchwc-layout pass cancels the layout changes between
                                   neighbouring such convs (a chain runs in NCHWc)
                         loops     one loop nest over output x (channel, window): any layout,
@@ -116,7 +118,8 @@ ALGORITHMS: dict[str, dict[str, Choice]] = {
         "winograd2": Choice("winograd2", _winograd, "Winograd F(2x2,3x3) around the microkernel"),
         "depthwise": Choice("depthwise", _depthwise, "a stencil over each channel's padded "
                             "plane (one filter per channel)"),
-        "nchwc": Choice("nchwc", _nchwc, "over blocked NCHWc channels (1x1 or depthwise), "
+        "nchwc": Choice("nchwc", _nchwc, "over blocked NCHWc channels (1x1, depthwise, or a "
+                        "stem on few input channels), "
                         "layout changes cancelled between neighbouring such convs"),
         "loops": Choice("loops", _always, "one loop nest over outputs x (channel, window)"),
     },
@@ -326,6 +329,9 @@ def select_algorithms(module: Module, ctx: PassContext) -> Module:
 NCHWC_WHY = ("a chain of 1x1 and depthwise convs in NCHWc channel blocks: channels as the "
              "vectors, the weights as the packed operand, the layout changed at the chain's "
              "ends only")
+NCHWC_DIRECT_WHY = ("the first conv of a chain in NCHWc channel blocks: its few input channels "
+                    "read in NCHW, the output channels as the vectors, written in blocks "
+                    "(no patches, no layout change after it)")
 
 
 def _nchwc_chains(module: Module, chosen: list[Op]) -> None:
@@ -333,6 +339,7 @@ def _nchwc_chains(module: Module, chosen: list[Op]) -> None:
     input made by one through elementwise ops, or the result read by one): a MobileNet's
     pointwise and depthwise layers. Alone, a conv would pay for two layout changes."""
     from solir.ir.registry import ELEMENTWISE, get_op
+    from solir.lower.layout import block_size
     ok = {id(op) for op in chosen if _nchwc(op) is None}
     if len(ok) < 2:
         return
@@ -358,7 +365,10 @@ def _nchwc_chains(module: Module, chosen: list[Op]) -> None:
             return False
         for op in f.body.ops:
             if id(op) in ok and (through(op.operands[0], False) or through(op.results[0], True)):
-                op.attrs["algorithm"], op.attrs["algorithm_why"] = "nchwc", NCHWC_WHY
+                direct = op.operands[0].type.shape[1] % block_size(
+                    op.results[0].type.dtype.itemsize) != 0
+                op.attrs["algorithm"] = "nchwc"
+                op.attrs["algorithm_why"] = NCHWC_DIRECT_WHY if direct else NCHWC_WHY
 
 
 def algorithms_table(module: Module) -> str:

@@ -70,7 +70,8 @@ def _convert(body: Block) -> None:
             from solir.ir.ops.nchwc import conv_attrs
             x, w = op.operands
             L = block_size(x.type.dtype.itemsize)
-            x5 = to5(x, L, op.loc)
+            # (a direct conv's input, fewer than L channels, stays NCHW)
+            x5 = to5(x, L, op.loc) if x.type.shape[1] % L == 0 else x
             y5 = emit(op.loc, lambda b: b.op("tensor.conv_nchwc", [x5, w],
                                              {**conv_attrs(op.attrs), "block": L}).result)
             subst[op.results[0]] = from5(y5, op.results[0], op.loc)

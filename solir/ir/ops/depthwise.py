@@ -73,13 +73,23 @@ def depthwise_geometry(p: dict[str, Any]) -> dict[str, int]:
             "oh": oh, "ow": ow, "qy": qy, "qx": qx, "wq": wq, "hq": hq}
 
 
-def taps(inner: Builder, a: list[Value]) -> list[Value]:
+def taps(inner: Builder, a: list[Value], chains: int = 1) -> list[Value]:
     """A stencil's body: the sum of its taps' products (input, weight, input, weight, ...),
-    in tap order."""
-    acc = inner("tensor.mul", a[0], a[1])
-    for t in range(2, len(a), 2):
-        acc = inner("tensor.add", acc, inner("tensor.mul", a[t], a[t + 1]))
-    return [acc]
+    in tap order; with `chains` > 1, tap t goes to partial sum t mod chains, and the partial
+    sums are added pairwise at the end: independent multiply-add chains, so that a long
+    stencil is not one chain of dependent FMAs (its latency) per output vector."""
+    accs: list[Value] = []
+    for t in range(0, len(a), 2):
+        prod = inner("tensor.mul", a[t], a[t + 1])
+        g = (t // 2) % chains
+        if g < len(accs):
+            accs[g] = inner("tensor.add", accs[g], prod)
+        else:
+            accs.append(prod)
+    while len(accs) > 1:
+        accs = [inner("tensor.add", accs[i], accs[i + 1]) if i + 1 < len(accs) else accs[i]
+                for i in range(0, len(accs), 2)]
+    return accs
 
 
 def build_depthwise_conv(op: Op, b: Builder, weights: np.ndarray | None) -> Value:

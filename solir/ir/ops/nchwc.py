@@ -19,6 +19,12 @@ positions of one channel block is MR consecutive cache lines. Two algorithms:
     depthwise   one filter per channel (groups = C = O): one loop nest over [N, C/L, OH, OW,
                 L], a multiply-add per tap on whole vectors of L channels (zero outside the
                 image), the channel-block the vector.
+    direct      a chain's first conv, on fewer than L input channels (a network's stem: an
+                RGB image): x stays NCHW [N, C, H, W], ungrouped, any window and stride, at
+                most DIRECT_TAPS = C KH KW taps. One loop nest over [N, O/L, OH, OW, L]: a
+                tap is an input element broadcast times a vector of L output channels'
+                weights, the taps unrolled; the BN / activation after it joins the nest.
+                It replaces patches + product + a layout change over the whole output.
 
 The select-algorithms pass chooses `nchwc` for a conv; the nchwc-layout pass
 (solir/lower/layout.py) then rewrites it into this op between layout changes, moves the
@@ -38,6 +44,8 @@ from solir.ir.registry import CONTRACTION, OpDef, register
 from solir.ir.types import DType, TensorType
 
 NCHW = (0, 1, 2, 3)
+DIRECT_TAPS = 64      # C KH KW of a direct conv: the taps are unrolled in its loop body
+DIRECT_CHAIN = 7      # taps per partial sum (FMA chain) in a direct conv's body
 
 
 def to_nchwc(x: np.ndarray, L: int) -> np.ndarray:
@@ -51,8 +59,8 @@ def from_nchwc(x5: np.ndarray) -> np.ndarray:
 
 
 def nchwc_kind(op: Op, lanes: int) -> tuple[str | None, str]:
-    """('pointwise' | 'depthwise', '') if conv `op` (tensor.conv) can run over NCHWc blocks
-    of `lanes` channels, else (None, why not)."""
+    """('pointwise' | 'depthwise' | 'direct', '') if conv `op` (tensor.conv) can run over
+    NCHWc blocks of `lanes` channels, else (None, why not)."""
     from solir.ir.ops.contract import conv_params
     lhs, rhs = op.operands
     out = op.results[0].type
@@ -61,15 +69,23 @@ def nchwc_kind(op: Op, lanes: int) -> tuple[str | None, str]:
     p = conv_params(lhs.type, rhs.type, op.attrs)
     if p["ns"] != 2 or any(tuple(p[k]) != NCHW for k in ("lhs_spec", "rhs_spec", "out_spec")):
         return None, "needs a 2-d NCHW conv with an OIHW kernel"
-    if lanes < 2 or p["c"] % lanes or p["o"] % lanes:
-        return None, f"needs channels in whole blocks of {lanes} (has {p['c']} in, {p['o']} out)"
+    if lanes < 2 or p["o"] % lanes:
+        return None, f"needs output channels in whole blocks of {lanes} (has {p['o']})"
     if p["lhs_dilation"] != (1, 1) or out.size == 0:
         return None, "needs no input dilation and a non-empty output"
-    return _kind(p)
+    return _kind(p, lanes)
 
 
-def _kind(p: dict[str, Any]) -> tuple[str | None, str]:
-    """The algorithm for a conv's params (conv_params): pointwise, depthwise, or why neither."""
+def _kind(p: dict[str, Any], lanes: int) -> tuple[str | None, str]:
+    """The algorithm for a conv's params (conv_params): pointwise, depthwise, direct, or why
+    none."""
+    if p["c"] % lanes:
+        taps = p["c"] * p["window"][0] * p["window"][1]
+        if p["groups"] == 1 and p["c"] < lanes and taps <= DIRECT_TAPS:
+            return "direct", ""
+        return None, (f"needs input channels in whole blocks of {lanes} (has {p['c']}), or "
+                      f"fewer than {lanes} in an ungrouped conv of at most {DIRECT_TAPS} taps "
+                      f"(C KH KW: {taps})")
     if p["groups"] == 1:
         if (p["window"] == (1, 1) and p["strides"] == (1, 1)
                 and p["padding"] == ((0, 0), (0, 0))):
@@ -87,18 +103,25 @@ def conv_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
 
 
 def _params(x5: TensorType, w: TensorType, attrs: dict[str, Any]) -> dict[str, Any]:
+    """conv_params of the NCHW conv; x5 is [N, C/L, H, W, L], or NCHW for a direct conv."""
     from solir.ir.ops.contract import conv_params
-    n, cb, h, wd, L = x5.shape
-    if L != attrs["block"]:
-        raise ValueError(f"the input's last dim {L} is not the block {attrs['block']}")
-    nchw = TensorType((n, cb * L, h, wd), x5.dtype)
+    if x5.rank == 4:
+        nchw = x5
+    else:
+        n, cb, h, wd, L = x5.shape
+        if L != attrs["block"]:
+            raise ValueError(f"the input's last dim {L} is not the block {attrs['block']}")
+        nchw = TensorType((n, cb * L, h, wd), x5.dtype)
     return conv_params(nchw, w, {**attrs, "lhs_spec": NCHW, "rhs_spec": NCHW, "out_spec": NCHW})
 
 
 def _infer(types: list[TensorType], attrs: dict[str, Any]) -> list[TensorType]:
     x5, w = types
-    if x5.rank != 5 or w.rank != 4:
-        raise ValueError("takes [N, C/L, H, W, L] and an OIHW kernel")
+    if x5.rank not in (4, 5) or w.rank != 4:
+        raise ValueError("takes [N, C/L, H, W, L] (or NCHW: a direct conv) and an OIHW kernel")
+    if x5.rank == 4 and x5.shape[1] % attrs["block"] == 0:
+        raise ValueError(f"an NCHW input has {x5.shape[1]} channels, whole blocks of "
+                         f"{attrs['block']}: it is read in NCHWc")
     p = _params(x5, w, attrs)
     n, o, oh, ow = p["out_shape"]
     L = attrs["block"]
@@ -110,7 +133,7 @@ def _infer(types: list[TensorType], attrs: dict[str, Any]) -> list[TensorType]:
 def _reference(attrs: dict[str, Any], x5: np.ndarray, w: np.ndarray) -> np.ndarray:
     from solir.ir.ops.contract import _ref_conv
     y = _ref_conv({**attrs, "lhs_spec": NCHW, "rhs_spec": NCHW, "out_spec": NCHW},
-                  from_nchwc(x5), w)
+                  x5 if x5.ndim == 4 else from_nchwc(x5), w)
     return to_nchwc(y, attrs["block"])
 
 
@@ -121,6 +144,8 @@ def _lower(op: Op, b: Builder) -> list[Value]:
     out = op.results[0].type
     L = op.attrs["block"]
     p = _params(x5.type, w.type, op.attrs)
+    if x5.type.rank == 4:
+        return [_lower_direct(op, b, p)]
     n, cb, h, wd, _ = x5.type.shape
     _, ob, oh, ow, _ = out.shape
     if p["groups"] == 1:
@@ -157,8 +182,54 @@ def _lower(op: Op, b: Builder) -> list[Value]:
     return [y]
 
 
+def _lower_direct(op: Op, b: Builder, p: dict[str, Any]) -> Value:
+    """[n, ob, oh, ow, l] = sum over (c, ky, kx) of x[n, c, sy oh + dy ky - pt, sx ow + dx kx
+    - pl] w5[ob, c, ky, kx, l]: the input element is the same for every lane (a broadcast),
+    the weights a vector of L output channels."""
+    from solir.ir.ops.depthwise import taps
+    from solir.ir.ops.kernel import build_generic
+    x, w = op.operands
+    out = op.results[0].type
+    L = op.attrs["block"]
+    n, ob, oh, ow, _ = out.shape
+    c = p["c"]
+    (kh, kw), (sy, sx), (dy, dx) = p["window"], p["strides"], p["rhs_dilation"]
+    (pt, _), (pl, _) = p["padding"]
+    weights = w.owner.attrs["value"] if getattr(w.owner, "name", "") == "tensor.constant" else None
+    nd = 5
+    d = [AffineExpr.dim(nd, k) for k in range(nd)]
+    at = lambda v: AffineExpr.constant(nd, v)  # noqa: E731
+    if weights is not None:     # [O/L, C, KH, KW, L]: a tap's weights are one vector
+        w5 = np.ascontiguousarray(np.asarray(weights).reshape(ob, L, c, kh, kw)
+                                  .transpose(0, 2, 3, 4, 1))
+        wt = b.op("tensor.constant", [], {"value": w5}).result
+        wmap = lambda ci, ky, kx: AffineMap(nd, (d[1], at(ci), at(ky), at(kx), d[4]))  # noqa: E731
+    else:                       # read in place: w[ob L + l, ci, ky, kx]
+        wt = w
+        chan = AffineExpr(tuple(L if k == 1 else 1 if k == 4 else 0 for k in range(nd)), 0)
+        wmap = lambda ci, ky, kx: AffineMap(nd, (chan, at(ci), at(ky), at(kx)))  # noqa: E731
+    inputs: list[tuple[Value, AffineMap]] = []
+    for ci in range(c):
+        for ky in range(kh):
+            for kx in range(kw):
+                yy = AffineExpr(tuple(sy if k == 2 else 0 for k in range(nd)), ky * dy - pt)
+                xx = AffineExpr(tuple(sx if k == 3 else 0 for k in range(nd)), kx * dx - pl)
+                inputs.append((x, AffineMap(nd, (d[0], at(ci), yy, xx))))
+                inputs.append((wt, wmap(ci, ky, kx)))
+    chains = -(-c * kh * kw // DIRECT_CHAIN)
+    [y] = build_generic(b, [n, ob, oh, ow, L], "ppppp", inputs,
+                        lambda inner, a: taps(inner, a, chains), [out.dtype],
+                        pads=[0, None] * (c * kh * kw), name="direct_nchwc", loc=op.loc)
+    return y
+
+
 def _verify(op: Op) -> str | None:
-    kind, why = _kind(_params(op.operands[0].type, op.operands[1].type, op.attrs))
+    kind, why = _kind(_params(op.operands[0].type, op.operands[1].type, op.attrs),
+                      op.attrs["block"])
+    if op.operands[0].type.rank == 4 and kind != "direct":
+        return f"an NCHW input needs a direct conv ({why or kind})"
+    if op.operands[0].type.rank == 5 and kind == "direct":
+        return "a direct conv reads its input in NCHW"
     return None if kind else why
 
 
@@ -168,8 +239,9 @@ register(OpDef(name="tensor.conv_nchwc", operands=("x", "w"), attrs=("block",),
                infer=_infer, reference=_reference, lower=_lower, verify=_verify,
                kind=CONTRACTION,
                doc="A conv over NCHWc blocks: x [N, C/L, H, W, L], an OIHW kernel -> "
-                   "[N, O/L, OH, OW, L]; pointwise (1x1) or depthwise (one filter per "
-                   "channel). See solir/ir/ops/nchwc.py."))
+                   "[N, O/L, OH, OW, L]; pointwise (1x1), depthwise (one filter per "
+                   "channel), or direct (x NCHW with fewer than L channels). See "
+                   "solir/ir/ops/nchwc.py."))
 
 
 __all__ = ["from_nchwc", "nchwc_kind", "to_nchwc"]
