@@ -137,6 +137,21 @@ def _reference(attrs: dict[str, Any], x5: np.ndarray, w: np.ndarray) -> np.ndarr
     return to_nchwc(y, attrs["block"])
 
 
+def _constant(w: Value) -> np.ndarray | None:
+    """The kernel's values where it is a constant, else None."""
+    return w.owner.attrs["value"] if getattr(w.owner, "name", "") == "tensor.constant" else None
+
+
+def _window(p: dict[str, Any], nd: int) -> list[tuple[int, int, AffineExpr, AffineExpr]]:
+    """(ky, kx, row, column) per tap, in tap order: the input row sy oh + dy ky - pt and
+    column sx ow + dx kx - pl it reads for output position (oh, ow) = dims 2 and 3 of nd."""
+    (kh, kw), (sy, sx), (dy, dx) = p["window"], p["strides"], p["rhs_dilation"]
+    (pt, _), (pl, _) = p["padding"]
+    return [(ky, kx, AffineExpr(tuple(sy if k == 2 else 0 for k in range(nd)), ky * dy - pt),
+             AffineExpr(tuple(sx if k == 3 else 0 for k in range(nd)), kx * dx - pl))
+            for ky in range(kh) for kx in range(kw)]
+
+
 def _lower(op: Op, b: Builder) -> list[Value]:
     from solir.ir.ops.depthwise import taps
     from solir.ir.ops.kernel import build_generic
@@ -155,9 +170,8 @@ def _lower(op: Op, b: Builder) -> list[Value]:
         return [b.op("tensor.reshape", [c], {"shape": out.shape},
                      name_hint=op.results[0].name).result]
     # depthwise: [n, cb, oh, ow, l] = sum over taps x5[n, cb, sy oh + dy ky - pt, ...] w5[cb, ky, kx, l]
-    (kh, kw), (sy, sx), (dy, dx) = p["window"], p["strides"], p["rhs_dilation"]
-    (pt, _), (pl, _) = p["padding"]
-    weights = w.owner.attrs["value"] if getattr(w.owner, "name", "") == "tensor.constant" else None
+    kh, kw = p["window"]
+    weights = _constant(w)
     nd = 5
     d = [AffineExpr.dim(nd, k) for k in range(nd)]
     at = lambda v: AffineExpr.constant(nd, v)  # noqa: E731
@@ -171,12 +185,9 @@ def _lower(op: Op, b: Builder) -> list[Value]:
         chan = AffineExpr(tuple(L if k == 1 else 1 if k == 4 else 0 for k in range(nd)), 0)
         wmap = lambda ky, kx: AffineMap(nd, (chan, at(0), at(ky), at(kx)))  # noqa: E731
     inputs: list[tuple[Value, AffineMap]] = []
-    for ky in range(kh):
-        for kx in range(kw):
-            yy = AffineExpr(tuple(sy if k == 2 else 0 for k in range(nd)), ky * dy - pt)
-            xx = AffineExpr(tuple(sx if k == 3 else 0 for k in range(nd)), kx * dx - pl)
-            inputs.append((x5, AffineMap(nd, (d[0], d[1], yy, xx, d[4]))))
-            inputs.append((wt, wmap(ky, kx)))
+    for ky, kx, yy, xx in _window(p, nd):
+        inputs.append((x5, AffineMap(nd, (d[0], d[1], yy, xx, d[4]))))
+        inputs.append((wt, wmap(ky, kx)))
     [y] = build_generic(b, [n, ob, oh, ow, L], "ppppp", inputs, taps, [out.dtype],
                         pads=[0, None] * (kh * kw), name="dw_nchwc", loc=op.loc)
     return [y]
@@ -193,9 +204,8 @@ def _lower_direct(op: Op, b: Builder, p: dict[str, Any]) -> Value:
     L = op.attrs["block"]
     n, ob, oh, ow, _ = out.shape
     c = p["c"]
-    (kh, kw), (sy, sx), (dy, dx) = p["window"], p["strides"], p["rhs_dilation"]
-    (pt, _), (pl, _) = p["padding"]
-    weights = w.owner.attrs["value"] if getattr(w.owner, "name", "") == "tensor.constant" else None
+    kh, kw = p["window"]
+    weights = _constant(w)
     nd = 5
     d = [AffineExpr.dim(nd, k) for k in range(nd)]
     at = lambda v: AffineExpr.constant(nd, v)  # noqa: E731
@@ -210,12 +220,9 @@ def _lower_direct(op: Op, b: Builder, p: dict[str, Any]) -> Value:
         wmap = lambda ci, ky, kx: AffineMap(nd, (chan, at(ci), at(ky), at(kx)))  # noqa: E731
     inputs: list[tuple[Value, AffineMap]] = []
     for ci in range(c):
-        for ky in range(kh):
-            for kx in range(kw):
-                yy = AffineExpr(tuple(sy if k == 2 else 0 for k in range(nd)), ky * dy - pt)
-                xx = AffineExpr(tuple(sx if k == 3 else 0 for k in range(nd)), kx * dx - pl)
-                inputs.append((x, AffineMap(nd, (d[0], at(ci), yy, xx))))
-                inputs.append((wt, wmap(ci, ky, kx)))
+        for ky, kx, yy, xx in _window(p, nd):
+            inputs.append((x, AffineMap(nd, (d[0], at(ci), yy, xx))))
+            inputs.append((wt, wmap(ci, ky, kx)))
     chains = -(-c * kh * kw // DIRECT_CHAIN)
     [y] = build_generic(b, [n, ob, oh, ow, L], "ppppp", inputs,
                         lambda inner, a: taps(inner, a, chains), [out.dtype],
