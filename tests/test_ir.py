@@ -126,3 +126,36 @@ def test_nchwc_layout_output_round_trips():
     again = parse_module(printed)
     verify_module(again)
     assert print_module(again) == printed
+
+
+STEM = """
+func @f(%x: tensor<1x3x16x16xf32>, %w: tensor<16x3x3x3xf32>, %dw: tensor<16x1x3x3xf32>) -> tensor<1x16x8x8xf32> {
+  %c = tensor.conv %x, %w {lhs_spec = [0, 1, 2, 3], rhs_spec = [0, 1, 2, 3], out_spec = [0, 1, 2, 3], strides = [2, 2], padding = [[1, 1], [1, 1]]} : tensor<1x16x8x8xf32>
+  %z = tensor.constant {value = dense<0.0> : tensor<f32>} : tensor<f32>
+  %zb = tensor.broadcast_in_dim %z {broadcast_dimensions = [], shape = [1, 16, 8, 8]} : tensor<1x16x8x8xf32>
+  %r = tensor.max %c, %zb : tensor<1x16x8x8xf32>
+  %y = tensor.conv %r, %dw {lhs_spec = [0, 1, 2, 3], rhs_spec = [0, 1, 2, 3], out_spec = [0, 1, 2, 3], padding = [[1, 1], [1, 1]], feature_group_count = 16} : tensor<1x16x8x8xf32>
+  return %y : tensor<1x16x8x8xf32>
+}
+"""
+
+
+def test_direct_nchwc_stem_prints_reads_nchw_and_round_trips():
+    """A stem on 3 channels before a depthwise conv: the NCHWc pass gives it the image as it
+    is (a direct tensor.conv_nchwc on a rank-4 input, no layout change in), the chain stays
+    blocked to its end, and the output prints, parses back, verifies and computes the same."""
+    from solir.lower.pipeline import TENSOR_PIPELINE, PassContext, run_pipeline
+    from solir.targets import get_target
+    upto = TENSOR_PIPELINE[: TENSOR_PIPELINE.index("nchwc-layout") + 1]
+    m = run_pipeline(parse_module(STEM, "stem.sir"), PassContext(get_target("avx512")), passes=upto)
+    printed = print_module(m)
+    assert ("tensor.conv_nchwc %x, %w {block = 16, padding = [[1, 1], [1, 1]], strides = [2, 2]}"
+            " : tensor<1x1x8x8x16xf32>") in printed, printed
+    assert printed.count("tensor.transpose") == 1, printed          # the chain's end only
+    again = parse_module(printed)
+    verify_module(again)
+    assert print_module(again) == printed
+    rng = np.random.default_rng(3)
+    args = [rng.standard_normal(a.type.shape).astype(np.float32) for a in m.funcs[0].args]
+    want = run_module(parse_module(STEM, "stem.sir"), args)[0]
+    np.testing.assert_allclose(run_module(again, args)[0], want, rtol=1e-5, atol=1e-5)

@@ -94,10 +94,14 @@ def _depthwise(op: Op) -> str | None:
     return depthwise_applies(op)
 
 
-def _nchwc(op: Op) -> str | None:
+def _nchwc_kind(op: Op) -> tuple[str | None, str]:
     from solir.ir.ops.nchwc import nchwc_kind
     from solir.lower.layout import block_size
-    kind, why = nchwc_kind(op, block_size(op.results[0].type.dtype.itemsize))
+    return nchwc_kind(op, block_size(op.results[0].type.dtype.itemsize))
+
+
+def _nchwc(op: Op) -> str | None:
+    kind, why = _nchwc_kind(op)
     return None if kind else why
 
 
@@ -339,8 +343,7 @@ def _nchwc_chains(module: Module, chosen: list[Op]) -> None:
     input made by one through elementwise ops, or the result read by one): a MobileNet's
     pointwise and depthwise layers. Alone, a conv would pay for two layout changes."""
     from solir.ir.registry import ELEMENTWISE, get_op
-    from solir.lower.layout import block_size
-    ok = {id(op) for op in chosen if _nchwc(op) is None}
+    ok = {id(op): kind for op in chosen if (kind := _nchwc_kind(op)[0])}
     if len(ok) < 2:
         return
     for f in module.funcs:
@@ -365,9 +368,8 @@ def _nchwc_chains(module: Module, chosen: list[Op]) -> None:
             return False
         for op in f.body.ops:
             if id(op) in ok and (through(op.operands[0], False) or through(op.results[0], True)):
-                direct = op.operands[0].type.shape[1] % block_size(
-                    op.results[0].type.dtype.itemsize) != 0
                 op.attrs["algorithm"] = "nchwc"
+                direct = ok[id(op)] == "direct"
                 op.attrs["algorithm_why"] = NCHWC_DIRECT_WHY if direct else NCHWC_WHY
 
 

@@ -67,11 +67,11 @@ def _convert(body: Block) -> None:
     for op in body.ops:
         op.operands = [subst.get(v, v) for v in op.operands]
         if op.name == "tensor.conv" and op.attrs.get("algorithm") == "nchwc":
-            from solir.ir.ops.nchwc import conv_attrs
+            from solir.ir.ops.nchwc import conv_attrs, nchwc_kind
             x, w = op.operands
             L = block_size(x.type.dtype.itemsize)
             # (a direct conv's input, fewer than L channels, stays NCHW)
-            x5 = to5(x, L, op.loc) if x.type.shape[1] % L == 0 else x
+            x5 = x if nchwc_kind(op, L)[0] == "direct" else to5(x, L, op.loc)
             y5 = emit(op.loc, lambda b: b.op("tensor.conv_nchwc", [x5, w],
                                              {**conv_attrs(op.attrs), "block": L}).result)
             subst[op.results[0]] = from5(y5, op.results[0], op.loc)

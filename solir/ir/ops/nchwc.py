@@ -6,7 +6,7 @@
 
 Channels are the vector dimension, so an image's size never leaves a partial vector (a 14x14
 plane is 196 positions: 12 vectors and 4 left over in NCHW), and a block of MR output
-positions of one channel block is MR consecutive cache lines. Two algorithms:
+positions of one channel block is MR consecutive cache lines. Three algorithms:
 
     pointwise   1x1, stride 1, no padding, ungrouped: kernel.matmul with `blocked` = L, the
                 positions as the product's rows and the output channels as its columns:
@@ -137,11 +137,6 @@ def _reference(attrs: dict[str, Any], x5: np.ndarray, w: np.ndarray) -> np.ndarr
     return to_nchwc(y, attrs["block"])
 
 
-def _constant(w: Value) -> np.ndarray | None:
-    """The kernel's values where it is a constant, else None."""
-    return w.owner.attrs["value"] if getattr(w.owner, "name", "") == "tensor.constant" else None
-
-
 def _window(p: dict[str, Any], nd: int) -> list[tuple[int, int, AffineExpr, AffineExpr]]:
     """(ky, kx, row, column) per tap, in tap order: the input row sy oh + dy ky - pt and
     column sx ow + dx kx - pl it reads for output position (oh, ow) = dims 2 and 3 of nd."""
@@ -153,64 +148,41 @@ def _window(p: dict[str, Any], nd: int) -> list[tuple[int, int, AffineExpr, Affi
 
 
 def _lower(op: Op, b: Builder) -> list[Value]:
-    from solir.ir.ops.depthwise import taps
-    from solir.ir.ops.kernel import build_generic
     x5, w = op.operands
     out = op.results[0].type
     L = op.attrs["block"]
     p = _params(x5.type, w.type, op.attrs)
-    if x5.type.rank == 4:
-        return [_lower_direct(op, b, p)]
-    n, cb, h, wd, _ = x5.type.shape
-    _, ob, oh, ow, _ = out.shape
-    if p["groups"] == 1:
+    if p["groups"] == 1 and x5.type.rank == 5:      # pointwise
+        n, cb, h, wd, _ = x5.type.shape
         a = b("tensor.reshape", x5, shape=(n, cb, h * wd, L))
         wv = b("tensor.reshape", w, shape=(1, p["o"], p["c"]))
         c = b.op("kernel.matmul", [a, wv], {"trans_b": True, "blocked": L}).result
         return [b.op("tensor.reshape", [c], {"shape": out.shape},
                      name_hint=op.results[0].name).result]
-    # depthwise: [n, cb, oh, ow, l] = sum over taps x5[n, cb, sy oh + dy ky - pt, ...] w5[cb, ky, kx, l]
-    kh, kw = p["window"]
-    weights = _constant(w)
-    nd = 5
-    d = [AffineExpr.dim(nd, k) for k in range(nd)]
-    at = lambda v: AffineExpr.constant(nd, v)  # noqa: E731
-    if weights is not None:     # [C/L, KH, KW, L]: a tap's weights are one vector
-        w5 = np.ascontiguousarray(np.asarray(weights)[:, 0].reshape(cb, L, kh, kw)
-                                  .transpose(0, 2, 3, 1))
-        wt = b.op("tensor.constant", [], {"value": w5}).result
-        wmap = lambda ky, kx: AffineMap(nd, (d[1], at(ky), at(kx), d[4]))  # noqa: E731
-    else:                       # read in place: w[cb L + l, 0, ky, kx]
-        wt = w
-        chan = AffineExpr(tuple(L if k == 1 else 1 if k == 4 else 0 for k in range(nd)), 0)
-        wmap = lambda ky, kx: AffineMap(nd, (chan, at(0), at(ky), at(kx)))  # noqa: E731
-    inputs: list[tuple[Value, AffineMap]] = []
-    for ky, kx, yy, xx in _window(p, nd):
-        inputs.append((x5, AffineMap(nd, (d[0], d[1], yy, xx, d[4]))))
-        inputs.append((wt, wmap(ky, kx)))
-    [y] = build_generic(b, [n, ob, oh, ow, L], "ppppp", inputs, taps, [out.dtype],
-                        pads=[0, None] * (kh * kw), name="dw_nchwc", loc=op.loc)
-    return [y]
+    return [_stencil(op, b, p)]
 
 
-def _lower_direct(op: Op, b: Builder, p: dict[str, Any]) -> Value:
-    """[n, ob, oh, ow, l] = sum over (c, ky, kx) of x[n, c, sy oh + dy ky - pt, sx ow + dx kx
-    - pl] w5[ob, c, ky, kx, l]: the input element is the same for every lane (a broadcast),
-    the weights a vector of L output channels."""
+def _stencil(op: Op, b: Builder, p: dict[str, Any]) -> Value:
+    """A depthwise or direct conv as one loop nest over [n, ob, oh, ow, l] whose body sums
+    its taps, each an input times a vector of L output channels' weights w5[ob, ci, ky, kx,
+    l] (ci < C for a direct conv, 0 for a depthwise one):
+      depthwise  x5[n, ob, sy oh + dy ky - pt, sx ow + dx kx - pl, l], one chain of FMAs;
+      direct     x[n, ci, sy oh + dy ky - pt, ...], one element broadcast to every lane;
+                 the C KH KW taps in partial sums of DIRECT_CHAIN (independent chains)."""
     from solir.ir.ops.depthwise import taps
     from solir.ir.ops.kernel import build_generic
     x, w = op.operands
     out = op.results[0].type
     L = op.attrs["block"]
     n, ob, oh, ow, _ = out.shape
-    c = p["c"]
+    direct = x.type.rank == 4
+    cin = w.type.shape[1]                    # 1 for a depthwise conv
     kh, kw = p["window"]
-    weights = _constant(w)
     nd = 5
     d = [AffineExpr.dim(nd, k) for k in range(nd)]
     at = lambda v: AffineExpr.constant(nd, v)  # noqa: E731
-    if weights is not None:     # [O/L, C, KH, KW, L]: a tap's weights are one vector
-        w5 = np.ascontiguousarray(np.asarray(weights).reshape(ob, L, c, kh, kw)
+    if getattr(w.owner, "name", "") == "tensor.constant":   # [O/L, C, KH, KW, L]
+        w5 = np.ascontiguousarray(np.asarray(w.owner.attrs["value"]).reshape(ob, L, cin, kh, kw)
                                   .transpose(0, 2, 3, 4, 1))
         wt = b.op("tensor.constant", [], {"value": w5}).result
         wmap = lambda ci, ky, kx: AffineMap(nd, (d[1], at(ci), at(ky), at(kx), d[4]))  # noqa: E731
@@ -219,14 +191,17 @@ def _lower_direct(op: Op, b: Builder, p: dict[str, Any]) -> Value:
         chan = AffineExpr(tuple(L if k == 1 else 1 if k == 4 else 0 for k in range(nd)), 0)
         wmap = lambda ci, ky, kx: AffineMap(nd, (chan, at(ci), at(ky), at(kx)))  # noqa: E731
     inputs: list[tuple[Value, AffineMap]] = []
-    for ci in range(c):
+    for ci in range(cin):
         for ky, kx, yy, xx in _window(p, nd):
-            inputs.append((x, AffineMap(nd, (d[0], at(ci), yy, xx))))
+            xmap = (d[0], at(ci), yy, xx) if direct else (d[0], d[1], yy, xx, d[4])
+            inputs.append((x, AffineMap(nd, xmap)))
             inputs.append((wt, wmap(ci, ky, kx)))
-    chains = -(-c * kh * kw // DIRECT_CHAIN)
+    ntaps = len(inputs) // 2
+    chains = -(-ntaps // DIRECT_CHAIN) if direct else 1
     [y] = build_generic(b, [n, ob, oh, ow, L], "ppppp", inputs,
                         lambda inner, a: taps(inner, a, chains), [out.dtype],
-                        pads=[0, None] * (c * kh * kw), name="direct_nchwc", loc=op.loc)
+                        pads=[0, None] * ntaps, name="direct_nchwc" if direct else "dw_nchwc",
+                        loc=op.loc)
     return y
 
 

@@ -1010,8 +1010,9 @@ class _MatmulEmitter:
         """copyedge(tile, c, ldc, hm, wn, accumulate): _copy_edge without an epilogue, one
         function for every block of the module (LLVM vectorizes and unrolls its loop: a
         copy inside each block function made each one as slow to compile as a microkernel)."""
-        return self._helper(f"copyedge{self.nr}{'.cb' if self.blk else ''}", [("tile", PTR), ("c", PTR), ("ldc", I64),
-                                                   ("hm", I64), ("wn", I64), ("accumulate", I1)],
+        return self._helper(f"copyedge{self.nr}{'.cb' if self.blk else ''}",
+                            [("tile", PTR), ("c", PTR), ("ldc", I64), ("hm", I64), ("wn", I64),
+                             ("accumulate", I1)],
                             lambda b, a: self._copy_edge(b, *a, None))
 
     def _copy_edge(self, b: ir.IRBuilder, tile: ir.Value, cptr: ir.Value, ldc: ir.Value,
