@@ -664,6 +664,9 @@ def test_nchwc_chain_matches_the_interpreter_and_jax(case):
     if oh > 1 and ow > 1:  # (a 1x1 image's scale is a reshape, not a broadcast: changed too)
         # the layout changes between the convs cancelled: one into NCHWc, one out
         assert lowered.as_text("nchwc-layout").count("tensor.transpose") == 2
+        # and the pointwise conv's scale, shift and clip run in its tile write-back however
+        # small C is (C in channel blocks: solir/lower/epilogue.py)
+        assert "epilogue_maps" in lowered.as_text("fuse-epilogues")
     (want,) = run_module(lowered.compilation.module, args)
     got = np.asarray(f(*args))
     np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5)

@@ -6,7 +6,10 @@ their own over C: MobileNet's first pointwise conv (K = 32) writes a 3.2 MB C an
 BN+ReLU pass then reads and writes it again, twice the memory traffic of the product itself.
 Fused, C is written once, already transformed. A C that fits in half of L2 is left alone:
 the separate pass then reads it from L2 at little cost, and each fused matmul compiles a
-microkernel of its own.
+microkernel of its own. Except a C in channel blocks (an NCHWc pointwise conv, `blocked`),
+fused at any size: MobileNet-v1's 28x28, 14x14 and 7x7 pointwise layers each had a BN +
+ReLU pass of their own, one more kernel (at 2 threads one more fork and join) on a layer
+that takes tens of microseconds (benchmarks/README.md, session 23, has the gain).
 
 The consumer qualifies when it reads C (seen through reshapes nothing else reads) element
 for element in C's order, computes one value of C's dtype per element from C's element,
@@ -38,20 +41,23 @@ def fuse_epilogues(module: Module, ctx: PassContext) -> Module:
     """Move the elementwise consumer of each matmul into the matmul's tile write-back."""
     if not ctx.options.fuse:
         return module
+    given = ctx.options.epilogue_bytes
     for f in module.funcs:
-        _fuse(f, ctx.options.epilogue_bytes if ctx.options.epilogue_bytes >= 0
-              else ctx.target.l2_kib * 1024 // 2)
+        _fuse(f, given if given >= 0 else ctx.target.l2_kib * 1024 // 2, max(given, 0))
     return module
 
 
-def _fuse(f: Func, min_bytes: int) -> None:
+def _fuse(f: Func, min_bytes: int, min_blocked: int) -> None:
+    """Fuse where C has at least `min_bytes`, or `min_blocked` if C is in channel blocks."""
     changed = True
     while changed:
         changed = False
         uses = users(f.body)
         returned = set(f.body.ops[-1].operands)
         for op in list(f.body.ops):
-            if op.name != "kernel.matmul" or op.regions or op.results[0].type.nbytes < min_bytes:
+            if (op.name != "kernel.matmul" or op.regions
+                    or op.results[0].type.nbytes < (min_blocked if op.attrs.get("blocked")
+                                                    else min_bytes)):
                 continue
             found = _consumer(op, uses, returned)
             if found is None:
@@ -150,12 +156,15 @@ def _fused(mm: Op, g: Op, i: int) -> list[Op] | None:
             return None
         cs, c0 = flat_coeffs(a["maps"][k], v.type)
         whole = _group_coeff(cs, dims, list(range(len(dims))))
-        if whole is not None and (not L or whole == 0):   # read in C's order (a residual),
-            per = [whole * m_ * n_, whole * n_, whole]      # or a scalar
+        # read in C's order (a residual; blocked, only one block is C's row-major order), or
+        # a scalar
+        if whole is not None and (not L or whole == 0 or c_type.shape[1] == 1):
+            per = [whole * m_ * n_, whole * n_, whole]
         elif groups is not None:       # a per-row or per-column vector
             per = [_group_coeff(cs, dims, grp) for grp in groups]   # type: ignore[misc]
             if L:   # (batch, block, row, lane) -> (batch, row, column): a block is L columns
-                if per[1] is None or per[3] is None or per[1] != per[3] * L:
+                # (with one block, C's block dim has no extent to check)
+                if per[3] is None or (c_type.shape[1] > 1 and per[1] != per[3] * L):
                     return None
                 per = [per[0], per[2], per[3]]
         else:

@@ -19,6 +19,8 @@ and dead-code elimination drops the unused ones.
 
 from __future__ import annotations
 
+import numpy as np
+
 from solir.ir.core import Block, Builder, Module, Op, Value
 from solir.ir.registry import ELEMENTWISE, get_op
 from solir.lower.pipeline import PassContext, pass_
@@ -51,6 +53,13 @@ def _convert(body: Block) -> None:
         return v
 
     def to5(v: Value, L: int, loc) -> Value:  # noqa: ANN001
+        if v not in blocked and getattr(v.owner, "name", "") == "tensor.constant":
+            # (a BN scale broadcast over a small image, which fold-constants made dense)
+            n, c, h, w = v.type.shape
+            value = np.asarray(v.owner.attrs["value"]).reshape(n, c // L, L, h, w)  # type: ignore[union-attr]
+            blocked[v] = emit(loc, lambda b: b.op(
+                "tensor.constant", [], {"value": np.ascontiguousarray(value.transpose(0, 1, 3, 4, 2))},
+                name_hint=v.name).result)
         if v not in blocked:
             n, c, h, w = v.type.shape
             blocked[v] = emit(loc, lambda b: b("tensor.transpose", b("tensor.reshape", v,

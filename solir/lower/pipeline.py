@@ -27,7 +27,8 @@ class Options:
 
     fuse: bool = True                 # merge producers into consumers
     # run a matmul's elementwise consumer in its tile write-back when C has at least this
-    # many bytes (-1: half the target's L2; see solir/lower/epilogue.py)
+    # many bytes (-1: half the target's L2, any size for a C in channel blocks; see
+    # solir/lower/epilogue.py)
     epilogue_bytes: int = -1
     vectorize: bool = True            # use the target's vectors on the chosen axis
     parallel: bool = True             # split the outermost parallel loop across threads
