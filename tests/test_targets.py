@@ -264,3 +264,25 @@ def test_the_last_rows_run_a_microkernel_of_their_height(rng):
     assert heights == {"4"}, heights
     np.testing.assert_allclose(lowered.compile()(x, w, v), np.maximum(x @ w + v, 0),
                                rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("variant", ["full", "b-only", "bcast-only", "no-loads"])
+def test_the_microkernel_loop_probe_writes_the_loop_it_names(variant, tmp_path):
+    """benchmarks/microkernel_loop.py (session 23's probe of the k loop alone): each variant
+    has the tile's FMAs and exactly the loads its name says, and assembles."""
+    import platform
+    import shutil
+    import subprocess
+    import sys
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+    from benchmarks.microkernel_loop import loop_asm
+    mr, nv, unroll = 6, 4, 2
+    text = loop_asm(variant, mr, nv, unroll)
+    body = text.split(".Lk:")[1]
+    assert body.count("vfmadd231ps") == mr * nv * unroll
+    assert body.count("vmovaps") == (nv * unroll if variant in ("full", "b-only") else 0)
+    assert body.count("vbroadcastss") == (mr * unroll if variant in ("full", "bcast-only") else 0)
+    if shutil.which("cc") and platform.machine() == "x86_64":
+        src = tmp_path / "k.S"
+        src.write_text(text)
+        subprocess.run(["cc", "-c", str(src), "-o", str(tmp_path / "k.o")], check=True)

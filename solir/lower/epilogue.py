@@ -9,7 +9,7 @@ the separate pass then reads it from L2 at little cost, and each fused matmul co
 microkernel of its own. Except a C in channel blocks (an NCHWc pointwise conv, `blocked`),
 fused at any size: MobileNet-v1's 28x28, 14x14 and 7x7 pointwise layers each had a BN +
 ReLU pass of their own, one more kernel (at 2 threads one more fork and join) on a layer
-that takes tens of microseconds (benchmarks/README.md, session 23, has the gain).
+whose C is small (benchmarks/README.md, session 23, has the gain).
 
 The consumer qualifies when it reads C (seen through reshapes nothing else reads) element
 for element in C's order, computes one value of C's dtype per element from C's element,
