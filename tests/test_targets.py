@@ -241,8 +241,9 @@ def test_a_narrow_last_column_panel_runs_along_m(rng, n):
         nr, lanes = (16, 8) if target == "avx2" else (8, 4)
         assert f'@"solir.mm.cols6x{n % nr}of{nr}.f32x{lanes}"' in text
         cols = n % nr
-        assert (f"// 6x{nr} register tiles; A prepacked at compile time; last rows: 4-row "
-                f"microkernel; last {cols} column{'s' if cols > 1 else ''}: vectors along M"
+        assert (f"// 6x{nr} register tiles; A prepacked at compile time, prefetched ahead "
+                f"along k; last rows: 4-row microkernel; last {cols} column"
+                f"{'s' if cols > 1 else ''}: vectors along M"
                 in lowered.as_text("loops"))
         np.testing.assert_allclose(lowered.compile()(x), np.maximum(w @ x + bias[:, None], 0),
                                    rtol=1e-4, atol=1e-4)

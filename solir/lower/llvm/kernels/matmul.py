@@ -56,6 +56,7 @@ SCRATCH = "solir_scratch"
 # overlapping and line-splitting, per 16 x 6 block, against about 30 shuffles and 6 stores.
 INTERLEAVE_LANES = 16
 PACK_B_AHEAD = 4     # rows of B prefetched ahead while packing it (_pack_b_rows)
+PREFETCH_A = 2048    # bytes of a prepacked A panel the microkernel prefetches ahead
 
 
 def scratch(llmod: ir.Module, b: ir.IRBuilder, nbytes: int) -> ir.Value:
@@ -153,13 +154,18 @@ class _MatmulEmitter:
         # memory (rows a power-of-two stride apart, 16 lines each), with nothing to overlap
         self.jit_a = self.rows_outer and not self.a_packed and not self.direct_a()
         self.a_tag = ".ja" if self.jit_a else ""
+        # ... and a prepacked A comes from memory or L3 (weights, read once per call; where N
+        # is a few tiles wide, a panel is read by one or two tiles only, nothing to hide the
+        # misses behind): the microkernel prefetches it ahead along k (".pa")
+        self.prefetch_a = self.a_packed
         # A read in place: by rows (.da), or by channel blocks (.db: a 6-row panel of a block
         # is 6 consecutive lines); C by channel blocks: `ldc` is then the stride of C's
         # vector columns (M L) and rows are L apart
         self.d_tag = ".db" if self.blk else ".da"
         self.tile_ldc = self.mr * self.blk if self.blk else self.nr    # the scratch tile's
         self.h_tag = ("".join(f".h{h}" for h in self.heights)
-                      + (f".c{self.strip_w}" if self.strip_w else "") + self.o_tag)
+                      + (f".c{self.strip_w}" if self.strip_w else "") + self.o_tag
+                      + (".pa" if self.prefetch_a else ""))
         self.prefix = f"solir.mm.{what}.{self._epilogue_tag()}." if self.epi else "solir.mm."
 
     def _epilogue_tag(self) -> str:
@@ -176,7 +182,7 @@ class _MatmulEmitter:
 
     def plan(self) -> str:
         direct = self.direct_a()
-        source = ("A prepacked at compile time" if self.a_packed
+        source = ("A prepacked at compile time, prefetched ahead along k" if self.a_packed
                   else "A read in place" if direct
                   else "A packed a panel at a time, before its row of tiles" if self.jit_a
                   else "A packed per block")
@@ -250,7 +256,8 @@ class _MatmulEmitter:
         mr = self.mr if height is None else height
         tall = f"{mr}of{self.mr}" if mr != self.mr else f"{mr}"
         prefix = self.prefix if epilogue else "solir.mm."
-        name = f"{prefix}micro{tall}x{width}{self.d_tag if direct else ''}{self.o_tag}.{tag}x{self.lanes}"
+        pa = ".pa" if self.prefetch_a and not direct else ""
+        name = f"{prefix}micro{tall}x{width}{self.d_tag if direct else ''}{pa}{self.o_tag}.{tag}x{self.lanes}"
         if name in self.llmod.globals:          # one per blocking and dtype in a module
             return self.llmod.globals[name]
         fn = ir.Function(self.llmod, fty, name)
@@ -301,7 +308,15 @@ class _MatmulEmitter:
 
         unroll = 4
 
+        # a prepacked A streams in (self.prefetch_a): ask for its panel's lines PREFETCH_A
+        # bytes ahead, one per line that an unrolled step reads
+        ahead = -(-PREFETCH_A // (self.mr * self.size)) if self.prefetch_a and not direct else 0
+
         def unrolled(p: ir.Value, acc: list[ir.Value]) -> list[ir.Value]:
+            if ahead:
+                at = b.mul(b.add(p, const64(ahead)), const64(self.mr))
+                for off in range(0, unroll * self.mr * self.size, 64):
+                    e.prefetch(self.gep(b, ap, b.add(at, const64(off // self.size))))
             for u in range(unroll):
                 acc = step(b.add(p, const64(u)), acc)
             return acc
