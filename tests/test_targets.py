@@ -184,6 +184,29 @@ def test_matmuls_with_the_same_epilogue_share_one_microkernel(rng):
     np.testing.assert_allclose(lowered.compile()(*args), np.tanh(h @ w3 + b3), rtol=1e-4, atol=1e-4)
 
 
+def test_a_prepacked_a_is_prefetched_ahead_in_the_k_loop(rng):
+    """Weights as A, prepacked at compile time, stream in once per call: the microkernel
+    that reads them (named .pa) prefetches their panel ahead inside its k loop, while a
+    product whose A is a runtime value (read in place here) has none; the two share a
+    module without sharing a microkernel, and both agree with numpy."""
+    import jax.numpy as jnp
+    w = rng.standard_normal((96, 512)).astype(np.float32)
+    x = rng.standard_normal((512, 40)).astype(np.float32)
+    y = rng.standard_normal((40, 24)).astype(np.float32)
+    lowered = solir.jit(lambda x, y: (jnp.asarray(w) @ x) @ y, target="avx2").lower(x, y)
+    text = lowered.as_text("llvm")
+    fns = dict(re.findall(r'^define [^@]*@"(solir\.mm\.micro6x16[^"]*)"[^{]*\{(.*?)^\}', text,
+                          re.M | re.S))
+    pa = [body for name, body in fns.items() if ".pa." in name]
+    plain = [body for name, body in fns.items() if ".pa." not in name]
+    assert pa and plain, list(fns)
+    assert all("llvm.prefetch" in body and "k4" in body for body in pa)
+    # (the plain one's only prefetches are of the next tile's C, before its loop)
+    assert all(body.count("llvm.prefetch") < pa[0].count("llvm.prefetch") for body in plain)
+    assert "prefetched ahead along k" in lowered.as_text("loops")
+    np.testing.assert_allclose(lowered.compile()(x, y), (w @ x) @ y, rtol=1e-3, atol=1e-3)
+
+
 def test_identical_kernels_are_compiled_once(rng):
     """Two softmaxes of one shape (their values named differently) run one row kernel,
     called twice; module_text prints the module as llvmlite does; results agree."""

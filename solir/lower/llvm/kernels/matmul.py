@@ -156,7 +156,10 @@ class _MatmulEmitter:
         self.a_tag = ".ja" if self.jit_a else ""
         # ... and a prepacked A comes from memory or L3 (weights, read once per call; where N
         # is a few tiles wide, a panel is read by one or two tiles only, nothing to hide the
-        # misses behind): the microkernel prefetches it ahead along k (".pa")
+        # misses behind): the microkernel prefetches it ahead along k (".pa"). For every
+        # prepacked A: only where a panel meets at most two tiles was slower for ResNet-18
+        # (session 23); the same for a prepacked B read by one row of tiles (a classifier's
+        # weights, M = 1) made no difference.
         self.prefetch_a = self.a_packed
         # A read in place: by rows (.da), or by channel blocks (.db: a 6-row panel of a block
         # is 6 consecutive lines); C by channel blocks: `ldc` is then the stride of C's
