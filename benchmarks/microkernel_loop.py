@@ -99,10 +99,9 @@ def main() -> None:
                     exe = Path(tmp, "k")
                     subprocess.run(["cc", "-O2", str(drv), str(src), "-o", str(exe)], check=True)
                     for k in args.k:
-                        na = nb = 1
-                        if args.stream != "none":   # panels cycled over ~512 KB
-                            panel = 4 * k * (mr if args.stream == "a" else nv * 16)
-                            na, nb = ((512 << 10) // panel, 1) if args.stream == "a" else (1, (512 << 10) // panel)
+                        panel = 4 * k * (mr if args.stream == "a" else nv * 16)   # bytes
+                        count = 1 if args.stream == "none" else (512 << 10) // panel   # cycled
+                        na, nb = (count, 1) if args.stream == "a" else (1, count)
                         rate = subprocess.run([str(exe), str(k), str(mr), str(nv * 16), str(na), str(nb)],
                                               check=True, capture_output=True, text=True).stdout.strip()
                         print(f"{mr}x{nv * 16:<4} {variant:>10} {unroll:>6} {k:>5}  {rate:>7}")

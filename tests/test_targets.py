@@ -291,14 +291,13 @@ def test_the_last_rows_run_a_microkernel_of_their_height(rng):
 
 
 @pytest.mark.parametrize("variant", ["full", "b-only", "bcast-only", "no-loads"])
-def test_the_microkernel_loop_probe_writes_the_loop_it_names(variant, tmp_path):
+def test_the_microkernel_loop_probe_writes_the_loop_it_names(variant, tmp_path, monkeypatch):
     """benchmarks/microkernel_loop.py (session 23's probe of the k loop alone): each variant
     has the tile's FMAs and exactly the loads its name says, and assembles."""
     import platform
     import shutil
     import subprocess
-    import sys
-    sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+    monkeypatch.syspath_prepend(os.path.join(os.path.dirname(__file__), ".."))
     from benchmarks.microkernel_loop import loop_asm
     mr, nv, unroll = 6, 4, 2
     text = loop_asm(variant, mr, nv, unroll)

@@ -23,6 +23,7 @@ import numpy as np
 
 from solir.ir.core import Block, Builder, Module, Op, Value
 from solir.ir.registry import ELEMENTWISE, get_op
+from solir.ir.ops.nchwc import conv_attrs, nchwc_kind, to_nchwc
 from solir.lower.pipeline import PassContext, pass_
 from solir.lower.rewrite import dce
 
@@ -53,14 +54,15 @@ def _convert(body: Block) -> None:
         return v
 
     def to5(v: Value, L: int, loc) -> Value:  # noqa: ANN001
-        if v not in blocked and getattr(v.owner, "name", "") == "tensor.constant":
-            # (a BN scale broadcast over a small image, which fold-constants made dense)
-            n, c, h, w = v.type.shape
-            value = np.asarray(v.owner.attrs["value"]).reshape(n, c // L, L, h, w)  # type: ignore[union-attr]
-            blocked[v] = emit(loc, lambda b: b.op(
-                "tensor.constant", [], {"value": np.ascontiguousarray(value.transpose(0, 1, 3, 4, 2))},
-                name_hint=v.name).result)
-        if v not in blocked:
+        if v in blocked:
+            return blocked[v]
+        if getattr(v.owner, "name", "") == "tensor.constant":
+            # reordered now (a BN scale broadcast over a small image, made dense by
+            # fold-constants), not by a transpose on every call
+            value = to_nchwc(np.asarray(v.owner.attrs["value"]), L)  # type: ignore[union-attr]
+            blocked[v] = emit(loc, lambda b: b.op("tensor.constant", [], {"value": value},
+                                                  name_hint=v.name).result)
+        else:
             n, c, h, w = v.type.shape
             blocked[v] = emit(loc, lambda b: b("tensor.transpose", b("tensor.reshape", v,
                               shape=(n, c // L, L, h, w)), permutation=(0, 1, 3, 4, 2)))
@@ -76,7 +78,6 @@ def _convert(body: Block) -> None:
     for op in body.ops:
         op.operands = [subst.get(v, v) for v in op.operands]
         if op.name == "tensor.conv" and op.attrs.get("algorithm") == "nchwc":
-            from solir.ir.ops.nchwc import conv_attrs, nchwc_kind
             x, w = op.operands
             L = block_size(x.type.dtype.itemsize)
             # (a direct conv's input, fewer than L channels, stays NCHW)
