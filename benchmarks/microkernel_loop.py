@@ -10,7 +10,13 @@ the system compiler and times it over the same panels many times:
 - `full`: the loop as solir emits it (benchmarks the loads as they are);
 - `b-only`: the B vector loads, no broadcasts (the broadcast registers stay fixed);
 - `bcast-only`: the broadcasts, B's vectors loaded once outside the loop;
-- `no-loads`: the FMAs alone, the peak the tile's dependence pattern allows.
+- `no-loads`: the FMAs alone, the peak the tile's dependence pattern allows;
+- `+N<kind>`: `no-loads` plus N loads per k step into a register no FMA reads (kind: zmm,
+  ymm, bcast, gpr, or nop as the control): what a load costs by itself (`--load-cost`).
+
+`--clock` times a chain of dependent 3-cycle multiplies beside FMAs and loads that leave it
+the critical path: its rate is the core clock, with and without the loads (whether loads
+cost FMA throughput by lowering the clock, or by the pipeline).
 
 `--stream a|b` cycles the A panels or the B panels over a block of about 512 KB (from L2,
 as in a product; default: both panels fixed, in L1). Rates are GFLOP/s, against the FMA
@@ -36,7 +42,8 @@ int main(int argc, char **argv) {
     float *A = aligned_alloc(64, 4 * MR * K * NA + 64), *B = aligned_alloc(64, 4 * NR * K * NB + 64);
     for (long i = 0; i < MR * K * NA; i++) A[i] = 1e-3f;
     for (long i = 0; i < NR * K * NB; i++) B[i] = 1e-3f;
-    long reps = (long)(1e10 / (2.0 * MR * NR * K));
+    double work = argc > 6 ? atof(argv[6]) : 1e10;   /* flops per timing */
+    long reps = (long)(work / (2.0 * MR * NR * K));
     double best = 1e30;
     for (int r = 0; r < 7; r++) {
         double t = now();
@@ -49,8 +56,24 @@ int main(int argc, char **argv) {
 """
 
 
+EXTRA_LOADS = {"zmm": "vmovaps {o}(%rdx), %zmm31", "ymm": "vmovaps {o}(%rdx), %ymm31",
+               "bcast": "vbroadcastss {o}(%rdx), %zmm31", "gpr": "mov {o}(%rdx), %rax",
+               "nop": "nop"}
+
+
+def extra_loads(variant: str) -> tuple[int, str]:
+    """`+N<kind>` -> (N, kind); (0, "") for the plain variants."""
+    if not variant.startswith("+"):
+        return 0, ""
+    kind = variant.lstrip("+0123456789")
+    return int(variant[1:len(variant) - len(kind)]), kind
+
+
 def loop_asm(variant: str, mr: int, nv: int, unroll: int) -> str:
     """The k loop: rdi = K (a multiple of `unroll`), rsi = A panel, rdx = B panel."""
+    n_extra, kind = extra_loads(variant)
+    if n_extra and mr * nv + nv > 31:
+        raise SystemExit(f"{variant}: a {mr}x{nv * 16} tile leaves no register for the loads")
     nr = nv * 16
     acc = [[f"%zmm{i * nv + j}" for j in range(nv)] for i in range(mr)]
     breg = [f"%zmm{mr * nv + j}" for j in range(nv)]
@@ -71,10 +94,42 @@ def loop_asm(variant: str, mr: int, nv: int, unroll: int) -> str:
             else:   # the multiplier a register the loop never writes
                 out += [f"  vfmadd231ps {breg[j]}, {breg[(j + 1) % nv]}, {acc[i][j]}"
                         for j in range(nv)]
+            # the extra loads spread over the step's rows (the (n i / mr)-th to the next)
+            out += ["  " + EXTRA_LOADS[kind].format(o=64 * ((u * n_extra + q) % 64))
+                    for q in range(n_extra * i // mr, n_extra * (i + 1) // mr)]
     out += [f"  add ${4 * unroll * mr}, %rsi", f"  add ${4 * unroll * nr}, %rdx",
             f"  sub ${unroll}, %rdi", "  jg .Lk", "  vzeroupper", "  ret",
             '.section .note.GNU-stack,"",@progbits']
     return "\n".join(out) + "\n"
+
+
+def clock_asm(fmas: int, loads: int) -> str:
+    """rdi iterations of 12 dependent imuls (36 cycles), `fmas` FMAs over 24 accumulators
+    and `loads` 64-byte loads: at most 60 and 24, so that the chain stays the critical path
+    and the loop's rate is the clock."""
+    out = [".globl micro", ".type micro,@function", "micro:", "  mov $1, %eax", "  mov $1, %ecx"]
+    out += [f"  vxorps %zmm{i}, %zmm{i}, %zmm{i}" for i in range(26)]
+    out += ["  .p2align 5", ".Lk:"]
+    for i in range(12):
+        out.append("  imul %rcx, %rax")
+        out += ["  vfmadd231ps %zmm24, %zmm25, %zmm" + str(f % 24)
+                for f in range(fmas * i // 12, fmas * (i + 1) // 12)]
+        out += [f"  vmovaps {64 * q}(%rdx), %zmm31" for q in range(loads * i // 12, loads * (i + 1) // 12)]
+    out += ["  sub $1, %rdi", "  jg .Lk", "  vzeroupper", "  ret",
+            '.section .note.GNU-stack,"",@progbits']
+    return "\n".join(out) + "\n"
+
+
+def build(tmp: str, asm: str) -> Path:
+    src, exe = Path(tmp, "k.S"), Path(tmp, "k")
+    src.write_text(asm)
+    subprocess.run(["cc", "-O2", str(Path(tmp, "drv.c")), str(src), "-o", str(exe)], check=True)
+    return exe
+
+
+def run(exe: Path, *args: int) -> str:
+    return subprocess.run([str(exe), *map(str, args)], check=True, capture_output=True,
+                          text=True).stdout.strip()
 
 
 def main() -> None:
@@ -85,25 +140,34 @@ def main() -> None:
     p.add_argument("--unroll", nargs="+", type=int, default=[4])
     p.add_argument("--k", nargs="+", type=int, default=[128, 256])
     p.add_argument("--stream", choices=["none", "a", "b"], default="none")
+    p.add_argument("--load-cost", action="store_true",
+                   help="the no-loads loop plus 2-12 loads of each kind per k step")
+    p.add_argument("--clock", action="store_true",
+                   help="the core clock beside FMAs, with and without loads")
     args = p.parse_args()
+    if args.load_cost:
+        args.variants = ["no-loads"] + [f"+{n}{kind}" for kind in EXTRA_LOADS
+                                        for n in (2, 4, 6, 8, 12)]
     with tempfile.TemporaryDirectory() as tmp:
-        drv = Path(tmp, "drv.c")
-        drv.write_text(DRIVER)
+        Path(tmp, "drv.c").write_text(DRIVER)
+        if args.clock:
+            print("FMAs loads  GHz  (per 36 cycles: a 3-cycle imul chain x 12)")
+            for fmas, loads in [(0, 0), (0, 24), (60, 0), (60, 12), (60, 24)]:
+                # timed as 360 "flops" per iteration, ten per cycle: the rate / 10 is in GHz
+                ghz = float(run(build(tmp, clock_asm(fmas, loads)), 10000, 1, 180, 1, 1, 1e10)) / 10
+                print(f"{fmas:>4} {loads:>5}  {ghz:.2f}")
+            return
         print(f"{'tile':>6} {'variant':>10} {'unroll':>6} {'K':>5}  GFLOP/s  (stream: {args.stream})")
         for tile in args.tiles:
             mr, nv = map(int, tile.split("x"))
             for variant in args.variants:
                 for unroll in args.unroll:
-                    src = Path(tmp, "k.S")
-                    src.write_text(loop_asm(variant, mr, nv, unroll))
-                    exe = Path(tmp, "k")
-                    subprocess.run(["cc", "-O2", str(drv), str(src), "-o", str(exe)], check=True)
+                    exe = build(tmp, loop_asm(variant, mr, nv, unroll))
                     for k in args.k:
                         panel = 4 * k * (mr if args.stream == "a" else nv * 16)   # bytes
                         count = 1 if args.stream == "none" else (512 << 10) // panel   # cycled
                         na, nb = (count, 1) if args.stream == "a" else (1, count)
-                        rate = subprocess.run([str(exe), str(k), str(mr), str(nv * 16), str(na), str(nb)],
-                                              check=True, capture_output=True, text=True).stdout.strip()
+                        rate = run(exe, k, mr, nv * 16, na, nb)
                         print(f"{mr}x{nv * 16:<4} {variant:>10} {unroll:>6} {k:>5}  {rate:>7}")
 
 

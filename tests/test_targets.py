@@ -290,21 +290,33 @@ def test_the_last_rows_run_a_microkernel_of_their_height(rng):
                                rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("variant", ["full", "b-only", "bcast-only", "no-loads"])
+@pytest.mark.parametrize("variant", ["full", "b-only", "bcast-only", "no-loads", "+4zmm",
+                                     "+12gpr", "+6nop", "clock"])
 def test_the_microkernel_loop_probe_writes_the_loop_it_names(variant, tmp_path, monkeypatch):
     """benchmarks/microkernel_loop.py (session 23's probe of the k loop alone): each variant
-    has the tile's FMAs and exactly the loads its name says, and assembles."""
+    has the tile's FMAs and exactly the loads its name says, and assembles; the clock loop
+    is a chain of 12 multiplies beside the FMAs and loads asked for."""
     import platform
     import shutil
     import subprocess
     monkeypatch.syspath_prepend(os.path.join(os.path.dirname(__file__), ".."))
-    from benchmarks.microkernel_loop import loop_asm
+    from benchmarks.microkernel_loop import clock_asm, loop_asm
     mr, nv, unroll = 6, 4, 2
-    text = loop_asm(variant, mr, nv, unroll)
-    body = text.split(".Lk:")[1]
-    assert body.count("vfmadd231ps") == mr * nv * unroll
-    assert body.count("vmovaps") == (nv * unroll if variant in ("full", "b-only") else 0)
-    assert body.count("vbroadcastss") == (mr * unroll if variant in ("full", "bcast-only") else 0)
+    if variant == "clock":
+        text = clock_asm(60, 12)
+        body = text.split(".Lk:")[1]
+        assert (body.count("imul"), body.count("vfmadd231ps"), body.count("vmovaps")) == (12, 60, 12)
+    else:
+        text = loop_asm(variant, mr, nv, unroll)
+        body = text.split(".Lk:")[1]
+        n = int(variant[1:-3]) * unroll if variant.startswith("+") else 0
+        assert body.count("vfmadd231ps") == mr * nv * unroll
+        assert body.count("vmovaps") == (nv * unroll if variant in ("full", "b-only")
+                                         else n if variant.endswith("zmm") else 0)
+        assert body.count("vbroadcastss") == (mr * unroll if variant in ("full", "bcast-only")
+                                              else 0)
+        assert body.count("mov ") == (n if variant.endswith("gpr") else 0)
+        assert body.count("  nop") == (n if variant.endswith("nop") else 0)
     if shutil.which("cc") and platform.machine() == "x86_64":
         src = tmp_path / "k.S"
         src.write_text(text)
