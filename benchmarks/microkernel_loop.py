@@ -69,24 +69,28 @@ def extra_loads(variant: str) -> tuple[int, str]:
     return int(variant[1:len(variant) - len(kind)]), kind
 
 
-def loop_asm(variant: str, mr: int, nv: int, unroll: int) -> str:
-    """The k loop: rdi = K (a multiple of `unroll`), rsi = A panel, rdx = B panel."""
+def loop_asm(variant: str, mr: int, nv: int, unroll: int, bits: int = 512) -> str:
+    """The k loop: rdi = K (a multiple of `unroll`), rsi = A panel, rdx = B panel; vectors of
+    `bits` (512: 32 zmm registers; 256: 16 ymm, as on AVX2)."""
     n_extra, kind = extra_loads(variant)
-    if n_extra and mr * nv + nv > 31:
-        raise SystemExit(f"{variant}: a {mr}x{nv * 16} tile leaves no register for the loads")
-    nr = nv * 16
-    acc = [[f"%zmm{i * nv + j}" for j in range(nv)] for i in range(mr)]
-    breg = [f"%zmm{mr * nv + j}" for j in range(nv)]
-    spare = 32 - mr * nv - nv
-    areg = [f"%zmm{mr * nv + nv + i % spare}" for i in range(mr)]
+    lanes, regs, v = bits // 32, 32 if bits == 512 else 16, "zmm" if bits == 512 else "ymm"
+    if n_extra and (mr * nv + nv > 31 or bits != 512):
+        raise SystemExit(f"{variant}: needs a tile that leaves zmm31 free")
+    nr = nv * lanes
+    acc = [[f"%{v}{i * nv + j}" for j in range(nv)] for i in range(mr)]
+    breg = [f"%{v}{mr * nv + j}" for j in range(nv)]
+    spare = regs - mr * nv - nv
+    if spare < 1:
+        raise SystemExit(f"a {mr}x{nr} tile leaves no register for the broadcasts")
+    areg = [f"%{v}{mr * nv + nv + i % spare}" for i in range(mr)]
     out = [".globl micro", ".type micro,@function", "micro:"]
     out += [f"  vxorps {r}, {r}, {r}" for row in acc for r in row]
     if variant == "bcast-only":
-        out += [f"  vmovaps {64 * j}(%rdx), {breg[j]}" for j in range(nv)]
+        out += [f"  vmovaps {4 * lanes * j}(%rdx), {breg[j]}" for j in range(nv)]
     out += ["  .p2align 5", ".Lk:"]
     for u in range(unroll):
         if variant in ("full", "b-only"):
-            out += [f"  vmovaps {4 * (u * nr + 16 * j)}(%rdx), {breg[j]}" for j in range(nv)]
+            out += [f"  vmovaps {4 * (u * nr + lanes * j)}(%rdx), {breg[j]}" for j in range(nv)]
         for i in range(mr):
             if variant in ("full", "bcast-only"):
                 out.append(f"  vbroadcastss {4 * (u * mr + i)}(%rsi), {areg[i]}")
@@ -132,6 +136,19 @@ def run(exe: Path, *args: int) -> str:
                           text=True).stdout.strip()
 
 
+def loop_rate(mr: int, nv: int, bits: int = 512, k: int = 256, variant: str = "full",
+              unroll: int = 4, stream: str = "none") -> float:
+    """GFLOP/s of one variant of the k loop, its panels in L1 (or streamed: --stream)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        Path(tmp, "drv.c").write_text(DRIVER)
+        exe = build(tmp, loop_asm(variant, mr, nv, unroll, bits))
+        nr = nv * bits // 32
+        panel = 4 * k * (mr if stream == "a" else nr)       # bytes
+        count = 1 if stream == "none" else (512 << 10) // panel   # cycled
+        na, nb = (count, 1) if stream == "a" else (1, count)
+        return float(run(exe, k, mr, nr, na, nb))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--tiles", nargs="+", default=["6x4", "8x3", "12x2"],
@@ -148,27 +165,23 @@ def main() -> None:
     if args.load_cost:
         args.variants = ["no-loads"] + [f"+{n}{kind}" for kind in EXTRA_LOADS
                                         for n in (2, 4, 6, 8, 12)]
-    with tempfile.TemporaryDirectory() as tmp:
-        Path(tmp, "drv.c").write_text(DRIVER)
-        if args.clock:
-            print("FMAs loads  GHz  (per 36 cycles: a 3-cycle imul chain x 12)")
+    if args.clock:
+        print("FMAs loads  GHz  (per 36 cycles: a 3-cycle imul chain x 12)")
+        with tempfile.TemporaryDirectory() as tmp:
+            Path(tmp, "drv.c").write_text(DRIVER)
             for fmas, loads in [(0, 0), (0, 24), (60, 0), (60, 12), (60, 24)]:
                 # timed as 360 "flops" per iteration, ten per cycle: the rate / 10 is in GHz
                 ghz = float(run(build(tmp, clock_asm(fmas, loads)), 10000, 1, 180, 1, 1, 1e10)) / 10
                 print(f"{fmas:>4} {loads:>5}  {ghz:.2f}")
-            return
-        print(f"{'tile':>6} {'variant':>10} {'unroll':>6} {'K':>5}  GFLOP/s  (stream: {args.stream})")
-        for tile in args.tiles:
-            mr, nv = map(int, tile.split("x"))
-            for variant in args.variants:
-                for unroll in args.unroll:
-                    exe = build(tmp, loop_asm(variant, mr, nv, unroll))
-                    for k in args.k:
-                        panel = 4 * k * (mr if args.stream == "a" else nv * 16)   # bytes
-                        count = 1 if args.stream == "none" else (512 << 10) // panel   # cycled
-                        na, nb = (count, 1) if args.stream == "a" else (1, count)
-                        rate = run(exe, k, mr, nv * 16, na, nb)
-                        print(f"{mr}x{nv * 16:<4} {variant:>10} {unroll:>6} {k:>5}  {rate:>7}")
+        return
+    print(f"{'tile':>6} {'variant':>10} {'unroll':>6} {'K':>5}  GFLOP/s  (stream: {args.stream})")
+    for tile in args.tiles:
+        mr, nv = map(int, tile.split("x"))
+        for variant in args.variants:
+            for unroll in args.unroll:
+                for k in args.k:
+                    rate = loop_rate(mr, nv, 512, k, variant, unroll, args.stream)
+                    print(f"{mr}x{nv * 16:<4} {variant:>10} {unroll:>6} {k:>5}  {rate:>7.1f}")
 
 
 if __name__ == "__main__":

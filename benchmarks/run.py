@@ -15,7 +15,9 @@ runtime), then each sample is the mean of enough calls to last ~20 ms, and the t
 the median over all of a peer's samples. solir's results are checked against
 jax (ORT for ONNX-only workloads) after it is timed, so that no other runtime's threads live
 in its process while it runs.
-Rates are against this machine's FMA peak and STREAM bandwidth, measured by peak.c.
+Rates are against this machine's FMA peak and STREAM bandwidth, measured by peak.c. On x86
+the header also shows what solir's matmul k loop reaches alone, loads included
+(microkernel_loop.py): the ceiling of the matmul rows on this machine.
 """
 
 from __future__ import annotations
@@ -55,9 +57,36 @@ def machine_limits(threads: int) -> dict[str, Any]:
                 best[k] = max(best.get(k, 0.0), out[k])
             best["vector_bits"] = out["vector_bits"]
         best["source"] = "measured"
+        if threads == 1:
+            best.update(matmul_loop_ceiling())
         return best
     except (OSError, subprocess.CalledProcessError, ValueError):
         return {**PERF_MD_LIMITS.get(threads, PERF_MD_LIMITS[2]), "source": "PERF.md"}
+
+
+def matmul_loop_ceiling() -> dict[str, Any]:
+    """What solir's matmul k loop reaches alone on this machine (x86): its register tile for
+    the host target, written in assembly by microkernel_loop.py with its loads (NV vectors
+    of B, MR broadcasts of A per k step), panels in L1, the best of three. The ceiling of any
+    product built on that tile; {} where the probe cannot run."""
+    import platform
+    from solir.lower.schedule import matmul_blocking
+    from solir.targets import host_target
+    try:
+        from benchmarks.microkernel_loop import loop_rate
+    except ImportError:
+        from microkernel_loop import loop_rate     # run as a script from benchmarks/
+    target = host_target()
+    lanes = target.lanes(4)
+    if platform.machine() != "x86_64" or lanes not in (8, 16):
+        return {}
+    blk = matmul_blocking(target, 4, 1024, 1024, 1024)
+    mr, nv = blk["mr"], blk["nr"] // lanes
+    try:
+        rate = max(loop_rate(mr, nv, 32 * lanes) for _ in range(3))
+    except (OSError, subprocess.CalledProcessError, ValueError, SystemExit):
+        return {}
+    return {"loop_gflops": rate, "loop_tile": f"{mr}x{blk['nr']}"}
 
 
 # -- worker: one peer, one thread count --------------------------------------------------------
@@ -292,6 +321,10 @@ def main() -> int:
     for n, lim in limits.items():
         print(f"  {n} thread{'s' if n > 1 else ''}: FMA peak {lim['fma_gflops']:.0f} GFLOP/s, "
               f"STREAM triad {lim['triad_gbs']:.1f} GB/s ({lim['source']})")
+        if "loop_gflops" in lim:
+            print(f"  the {lim['loop_tile']} matmul k loop alone, with its loads: "
+                  f"{lim['loop_gflops']:.0f} GFLOP/s ({100 * lim['loop_gflops'] / lim['fma_gflops']:.0f}% "
+                  f"of the FMA peak): the ceiling of the matmul rows")
     print(table(rows, a.markdown, limits))
     if a.json:
         Path(a.json).write_text(json.dumps({"limits": limits, "rows": rows}, indent=1))

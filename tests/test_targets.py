@@ -321,3 +321,26 @@ def test_the_microkernel_loop_probe_writes_the_loop_it_names(variant, tmp_path, 
         src = tmp_path / "k.S"
         src.write_text(text)
         subprocess.run(["cc", "-c", str(src), "-o", str(tmp_path / "k.o")], check=True)
+
+
+def test_the_benchmark_measures_the_matmul_loop_ceiling_of_the_host_tile(monkeypatch):
+    """benchmarks/run.py's header line: solir's register tile for the host, its k loop run
+    alone in assembly (ymm on AVX2, zmm on AVX-512), timed, named after the tile."""
+    import platform
+    import shutil
+    monkeypatch.syspath_prepend(os.path.join(os.path.dirname(__file__), ".."))
+    from benchmarks.microkernel_loop import loop_asm
+    from benchmarks.run import matmul_loop_ceiling
+    ymm = loop_asm("full", 6, 2, 2, bits=256)
+    assert "zmm" not in ymm and ymm.split(".Lk:")[1].count("vfmadd231ps %ymm") == 24
+    if not (shutil.which("cc") and platform.machine() == "x86_64"):
+        pytest.skip("the probe runs on x86 with a C compiler")
+    from solir.lower.schedule import matmul_blocking
+    from solir.targets import host_target
+    got = matmul_loop_ceiling()
+    if host_target().lanes(4) not in (8, 16):
+        assert got == {}
+        return
+    blk = matmul_blocking(host_target(), 4, 1024, 1024, 1024)
+    assert got["loop_tile"] == f"{blk['mr']}x{blk['nr']}"
+    assert got["loop_gflops"] > 0
