@@ -1,4 +1,5 @@
-"""What the matmul microkernel's k loop can reach on this machine, on its own (x86 AVX-512).
+"""What the matmul microkernel's k loop can reach on this machine, on its own (x86; the
+command line writes AVX-512 loops, loop_asm also AVX2 ones).
 
     python benchmarks/microkernel_loop.py                  # the table below, K = 128 and 256
     python benchmarks/microkernel_loop.py --tiles 6x4 8x3 --unroll 1 4 --stream b
@@ -21,7 +22,9 @@ cost FMA throughput by lowering the clock, or by the pipeline).
 `--stream a|b` cycles the A panels or the B panels over a block of about 512 KB (from L2,
 as in a product; default: both panels fixed, in L1). Rates are GFLOP/s, against the FMA
 peak of benchmarks/peak.c. Session 23 used it to find that on the Xeon VM loads in the loop
-cost FMA throughput (NOTES.md, "built in session 23"); it is a probe, not part of run.py.
+cost FMA throughput, session 24 what they cost and that the clock does not move (NOTES.md,
+"built in sessions 23 and 24"). benchmarks/run.py times the `full` loop of the host's tile
+(loop_rate) for its header's ceiling line.
 """
 
 from __future__ import annotations

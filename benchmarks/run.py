@@ -72,10 +72,7 @@ def matmul_loop_ceiling() -> dict[str, Any]:
     import platform
     from solir.lower.schedule import matmul_blocking
     from solir.targets import host_target
-    try:
-        from benchmarks.microkernel_loop import loop_rate
-    except ImportError:
-        from microkernel_loop import loop_rate     # run as a script from benchmarks/
+    from benchmarks.microkernel_loop import loop_rate
     target = host_target()
     lanes = target.lanes(4)
     if platform.machine() != "x86_64" or lanes not in (8, 16):
