@@ -162,6 +162,33 @@ def test_rows_outer_tile_order_matches_numpy(threads):
                                rtol=1e-4, atol=1e-3)
 
 
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(m=st.integers(32, 60), k=st.integers(1101, 2600), nr=st.sampled_from([16, 64]),
+       nc_tiles=st.integers(1, 3), extra=st.integers(0, 20), relu=st.booleans(),
+       threads=st.sampled_from([1, 2, 3]))
+@example(m=49, k=2300, nr=64, nc_tiles=2, extra=7, relu=True, threads=1)
+def test_prepacked_b_blocks_prefetched_by_the_tiles_before_match_the_interpreter(
+        m, k, nr, nc_tiles, extra, relu, threads):
+    """Constant weights whose rows all fit one row block: each B block's full tiles prefetch
+    the next block (the unit's next K block, or the next unit's first), and the last
+    block's tiles prefetch nothing. Rows outer forced with KC = 1100,
+    K in two or three blocks, N in one to several column blocks and a ragged last one,
+    plain and with an epilogue, 1-3 threads (units split between them)."""
+    rng = np.random.default_rng(5)
+    n = nr * nc_tiles + extra
+    a = rng.standard_normal((m, k)).astype(np.float32)
+    w = rng.standard_normal((k, n)).astype(np.float32)
+    v = rng.standard_normal(n).astype(np.float32)
+    fn = (lambda a: jax.nn.relu(a @ w + v)) if relu else (lambda a: a @ w)
+    f = solir.jit(fn, options=solir.Options(matmul_tiles=(4, nr, 1100, 64, nr * nc_tiles, 1),
+                                            epilogue_bytes=0),
+                  num_threads=threads, algorithms={"dot": "matmul"})
+    lowered = f.lower(a)
+    assert "next block prefetched" in lowered.as_text("loops")
+    (want,) = run_module(lowered.compilation.module, [a])
+    np.testing.assert_allclose(f(a), want, rtol=1e-5, atol=1e-4)
+
+
 def test_thread_count_never_changes_a_bit():
     rng = np.random.default_rng(1)
     a, b = rng.standard_normal((300, 257)).astype(np.float32), rng.standard_normal((257, 333)).astype(np.float32)
@@ -623,6 +650,10 @@ def nchwc_case(draw):
 # a MobileNet block: 14x14 (196 positions: 32 row tiles of 6 and one of 4), K split in two
 @example(case=(1, 32, 64, 14, 14, 3, 3, 1, ((1, 1), (1, 1)), (6, 64, 16, 36, 64, 1), 1, True,
                True))
+# a 7x7 MobileNet block, rows outer: the pointwise conv's weight blocks prefetched by the
+# tiles of the block before (K in two blocks of channel blocks, N in two column blocks)
+@example(case=(1, 1152, 160, 7, 7, 3, 3, 1, ((1, 1), (1, 1)), (4, 64, 1104, 64, 128, 1), 2,
+               True, True))
 def test_nchwc_chain_matches_the_interpreter_and_jax(case):
     """A depthwise conv, BN-like scale and shift, ReLU, a pointwise conv, its own scale,
     shift and clip, then another depthwise conv: the cost model puts the chain in NCHWc

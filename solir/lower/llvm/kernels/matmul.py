@@ -57,6 +57,7 @@ SCRATCH = "solir_scratch"
 INTERLEAVE_LANES = 16
 PACK_B_AHEAD = 4     # rows of B prefetched ahead while packing it (_pack_b_rows)
 PREFETCH_A = 2048    # bytes of a prepacked A panel the microkernel prefetches ahead
+PREFETCH_B = 2       # lines of B's next block a full tile prefetches per 4 k steps
 
 
 def scratch(llmod: ir.Module, b: ir.IRBuilder, nbytes: int) -> ir.Value:
@@ -161,6 +162,19 @@ class _MatmulEmitter:
         # (session 23); the same for a prepacked B read by one row of tiles (a classifier's
         # weights, M = 1) made no difference.
         self.prefetch_a = self.a_packed
+        # ... and a prepacked B whose rows all fit one row block (a 7x7 or 14x14 pointwise
+        # conv's weights, 49-196 rows): each block's first row of tiles would read it from L3
+        # at demand, faster than L3 delivers it, with no other work to overlap. The full tiles
+        # prefetch the next block into L2 instead, PREFETCH_B lines per 4 k steps each, in the
+        # order they run, until the block is asked for (".pb"). Every rows-outer full-tile
+        # microkernel takes the pointer and a count of lines (0: none), so that the products
+        # with and without share one (two sets cost MobileNet-v1 0.3 s more compile). Not
+        # where the tiles would not cover the next block (M < 4 MR: a pure stream).
+        self.pf_b = False
+        if self.b_packed and self.rows_outer and M <= self.mc and (K > self.kc or N > self.nc):
+            ncb = min(self.nc, N)
+            tiles = (M // self.mr) * (ncb // self.nr)
+            self.pf_b = tiles * self.kc * PREFETCH_B // 4 >= self.kc * ncb * self.size // 64
         # A read in place: by rows (.da), or by channel blocks (.db: a 6-row panel of a block
         # is 6 consecutive lines); C by channel blocks: `ldc` is then the stride of C's
         # vector columns (M L) and rows are L apart
@@ -168,7 +182,8 @@ class _MatmulEmitter:
         self.tile_ldc = self.mr * self.blk if self.blk else self.nr    # the scratch tile's
         self.h_tag = ("".join(f".h{h}" for h in self.heights)
                       + (f".c{self.strip_w}" if self.strip_w else "") + self.o_tag
-                      + (".pa" if self.prefetch_a else ""))
+                      + (".pa" if self.prefetch_a else "")
+                      + (".pb" if self.pf_b else ""))
         self.prefix = f"solir.mm.{what}.{self._epilogue_tag()}." if self.epi else "solir.mm."
 
     def _epilogue_tag(self) -> str:
@@ -192,6 +207,8 @@ class _MatmulEmitter:
         parts = [f"{self.mr}x{self.nr} register tiles", source]
         if self.rows_outer:
             parts.append("each A panel against the whole B block (rows outer)")
+        if self.pf_b:
+            parts.append("B's next block prefetched into L2 by this block's tiles")
         if self.heights:
             parts.append("last rows: " + ", ".join(f"{h}-row" for h in self.heights) + " microkernel")
         w = self.last_cols
@@ -250,7 +267,10 @@ class _MatmulEmitter:
         micro.epi(..., ptr operand_0, ...) storing epilogue(C + tile) (C + only when K is
         split into blocks), each operand pointer at the tile's first row and column, then
         each operand's row stride."""
-        extra = [I64, I64] if direct else []
+        # rows outer, the full tile prefetches its share of B's next block: `pf_lines` lines
+        # from `pf` (self.pf_b)
+        pf_b = self.rows_outer and vectors in (None, self.nv) and height in (None, self.mr)
+        extra = ([I64, I64] if direct else []) + ([PTR, I64] if pf_b else [])
         epi = [PTR] * len(self.epi_coeffs) + [I64] * len(self.epi_coeffs) if epilogue else []
         fty = ir.FunctionType(ir.VoidType(), [I64, PTR, PTR, PTR, I64, I1] + extra + epi)
         tag = "f64" if self.size == 8 else "f32"
@@ -267,8 +287,10 @@ class _MatmulEmitter:
         fn.linkage = "internal"
         fn.attributes.add("noinline")
         k, ap, bp, c, ldc, accumulate = fn.args[:6]
-        for arg, nm in zip(fn.args, ("k", "ap", "bp", "c", "ldc", "accumulate", "lda", "rows")):
+        for arg, nm in zip(fn.args, ("k", "ap", "bp", "c", "ldc", "accumulate")
+                           + (("lda", "rows") if direct else ()) + (("pf", "pf_lines") if pf_b else ())):
             arg.name = nm
+        pf, pf_lines = fn.args[8 if direct else 6:][:2] if pf_b else (None, None)
         b = Builder(fn.append_basic_block("entry"))
         if direct:
             lda, rows = fn.args[6:8]
@@ -315,17 +337,30 @@ class _MatmulEmitter:
         # bytes ahead, one per line that an unrolled step reads
         ahead = -(-PREFETCH_A // (self.mr * self.size)) if self.prefetch_a and not direct else 0
 
+        def prefetch_b(p: ir.Value, steps: int) -> None:
+            """B's next block's lines p PREFETCH_B / 4 .., PREFETCH_B per 4 k steps, for the
+            `steps` steps from k = p, at their head (spread between the steps, it was slower),
+            while any of the pf_lines are left (a branch, not a microkernel without them)."""
+            if pf is not None:
+                first = b.sdiv(b.mul(p, const64(PREFETCH_B)), const64(4))
+                with b.if_then(b.icmp_signed("<", first, pf_lines)):
+                    for t in range(PREFETCH_B * steps // 4):
+                        e.prefetch(b.gep(pf, [b.mul(b.add(first, const64(t)), const64(64))],
+                                         source_etype=ir.IntType(8)), locality=2)
+
         def unrolled(p: ir.Value, acc: list[ir.Value]) -> list[ir.Value]:
             if ahead:
                 at = b.mul(b.add(p, const64(ahead)), const64(self.mr))
                 for off in range(0, unroll * self.mr * self.size, 64):
                     e.prefetch(self.gep(b, ap, b.add(at, const64(off // self.size))))
+            prefetch_b(p, unroll)
             for u in range(unroll):
                 acc = step(b.add(p, const64(u)), acc)
             return acc
 
         def channel_block(q: ir.Value, acc: list[ir.Value]) -> list[ir.Value]:
             a_block = self.gep(b, ap, b.mul(q, lda))      # k steps q L .. q L + L - 1
+            prefetch_b(b.mul(q, const64(self.blk)), self.blk)
             for u in range(self.blk):
                 acc = step(b.add(b.mul(q, const64(self.blk)), const64(u)), acc, a_block, u)
             return acc
@@ -802,7 +837,8 @@ class _MatmulEmitter:
         return ([("ap", PTR), ("bp", PTR), ("c", PTR), ("ldc", I64), ("mcur", I64), ("ncur", I64),
                  ("kcur", I64), ("accumulate", I1), ("ctile", PTR)]
                 + ([("lda", I64)] if direct else [])
-                + ([("s_i", I64), ("s_k", I64), ("apk", PTR)] if self.jit_a else []))
+                + ([("s_i", I64), ("s_k", I64), ("apk", PTR)] if self.jit_a else [])
+                + ([("pf", PTR), ("pf_lines", I64)] if self.pf_b else []))
 
     def block_fn(self, micro: ir.Function, direct: bool = False) -> ir.Function:
         """block(ap, bp, c = &C(b, i0, j0), ldc, mcur, ncur, kcur, accumulate, ctile, [lda],
@@ -844,22 +880,40 @@ class _MatmulEmitter:
         mr, nr = self.mr, self.nr
         apk, bp, c, ldc, mcur, ncur, kcur, accumulate, ctile = a[:9]
 
+        def prefetch_from(ir_: ir.Value, jr: ir.Value) -> list[ir.Value]:
+            """The full tile (ir, jr)'s share of B's next block (self.pf_b): tile t of the
+            block in the order they run fetches lines t S .. (t + 1) S - 1, S = PREFETCH_B KC
+            / 4; past the block's end, none (pf_lines = 0); none either where B is not
+            prefetched (the rows-outer microkernel takes the arguments anyway)."""
+            if not self.rows_outer:
+                return []
+            if not self.pf_b:
+                return [ir.Constant(PTR, None), const64(0)]
+            pf, pf_lines = a[len(a) - 2:] if ctx is None else a[len(a) - 3:len(a) - 1]
+            per_row = b.sdiv(b.add(ncur, const64(nr - 1)), const64(nr))
+            t = b.add(b.mul(b.sdiv(ir_, const64(mr)), per_row), b.sdiv(jr, const64(nr)))
+            first = b.mul(t, const64(PREFETCH_B * self.kc // 4))
+            at = b.gep(pf, [b.mul(first, const64(64))], source_etype=ir.IntType(8))
+            left = b.sub(pf_lines, first)
+            return [at, b.select(b.icmp_signed(">", left, const64(0)), left, const64(0))]
+
         def tile(ir_: ir.Value, jr: ir.Value, hm: ir.Value, a_panel: ir.Value) -> None:
             wn = self.smin(b, b.sub(ncur, jr), const64(nr))
             b_panel = self.gep(b, bp, b.mul(jr, kcur))
             more = [a[9], hm] if direct else []
             cptr = self.gep(b, c, self.c_off(b, ldc, ir_, jr))
+            pf = prefetch_from(ir_, jr)
             if micro is None:
                 assert ctx is not None
                 b.call(self.tile_fn(direct), [kcur, a_panel, b_panel, cptr, ldc, accumulate,
                                               a[9] if direct else const64(0), hm, wn, ctile,
-                                              ctx, ir_, jr])
+                                              ctx, ir_, jr] + pf)
                 return
             full = b.and_(b.icmp_signed("==", hm, const64(mr)),
                           b.icmp_signed("==", wn, const64(nr)))
             with b.if_else(full) as (then, otherwise):
                 with then:
-                    b.call(micro, [kcur, a_panel, b_panel, cptr, ldc, accumulate] + more)
+                    b.call(micro, [kcur, a_panel, b_panel, cptr, ldc, accumulate] + more + pf)
                 with otherwise:
                     self._edge_tile(b, direct, hm, wn, [kcur, a_panel, b_panel], more,
                                     cptr, ldc, accumulate, ctile)
@@ -909,6 +963,31 @@ class _MatmulEmitter:
                 off = b.add(b.mul(b.add(i_next, t), s_i), b.mul(line, const64(per_line)))
                 e.prefetch(b.gep(src, [off], source_etype=self.ety), locality=2)
 
+    def _next_b_block(self, b: ir.IRBuilder, bsrc: ir.Value, u: ir.Value, end: ir.Value,
+                      p0: ir.Value, j0: ir.Value, ncur: ir.Value) -> list[ir.Value]:
+        """Where the block after (p0, j0) of unit u starts in the prepacked B, and its length
+        in cache lines (self.pf_b): the unit's next K block, else the next unit's first one
+        if this thread runs it, else nothing (0 lines). All rows are in one block (M <= MC):
+        a unit is a batch and a column block."""
+        K, N, kc, nc = self.K, self.N, self.kc, self.nc
+        npad = -(-N // self.nr) * self.nr
+        nb = -(-N // nc)
+        lines = lambda k, n: b.sdiv(b.mul(b.mul(k, n), const64(self.size)), const64(64))  # noqa: E731
+        nxt = b.add(p0, const64(kc))
+        kn = self.smin(b, b.sub(const64(K), nxt), const64(kc))
+        bi = b.sdiv(u, const64(nb))
+        same = b.add(b.mul(bi, const64(self.b_bs)), b.add(b.mul(nxt, const64(npad)), b.mul(j0, kn)))
+        u1 = b.add(u, const64(1))
+        j1 = b.mul(b.srem(u1, const64(nb)), const64(nc))
+        k0 = const64(min(K, kc))
+        after = b.add(b.mul(b.sdiv(u1, const64(nb)), const64(self.b_bs)), b.mul(j1, k0))
+        n1 = self.smin(b, b.sub(const64(N), j1), const64(nc))
+        in_unit, has_next = b.icmp_signed("<", nxt, const64(K)), b.icmp_signed("<", u1, end)
+        off = b.select(in_unit, same, b.select(has_next, after, const64(0)))
+        count = b.select(in_unit, lines(kn, ncur),
+                         b.select(has_next, lines(k0, n1), const64(0)))
+        return [self.gep(b, bsrc, off), count]
+
     def tile_fn(self, direct: bool) -> ir.Function:
         """tile(k, ap, bp, c, ldc, accumulate, lda, hm, wn, ctile, ctx, i, j): one tile of the
         last K block of a matmul with an epilogue; ctx holds its operands' pointers at the
@@ -916,14 +995,15 @@ class _MatmulEmitter:
         runs the epilogue microkernel; an edge tile the narrowest shared one into the scratch
         tile, copied out through the epilogue."""
         fty = ir.FunctionType(ir.VoidType(), [I64, PTR, PTR, PTR, I64, I1, I64, I64, I64, PTR,
-                                              PTR, I64, I64])
+                                              PTR, I64, I64] + ([PTR, I64] if self.rows_outer else []))
         name = f"{self.prefix}tile{self.d_tag if direct else ''}{self.h_tag}"
         if name in self.llmod.globals:
             return self.llmod.globals[name]
         fn = ir.Function(self.llmod, fty, name)
         fn.linkage = "internal"
         fn.attributes.add("noinline")
-        k, ap, bp, c, ldc, accumulate, lda, hm, wn, ctile, ctx, i, j = fn.args
+        k, ap, bp, c, ldc, accumulate, lda, hm, wn, ctile, ctx, i, j = fn.args[:13]
+        pf = list(fn.args[13:])          # where the full tile prefetches from (rows outer)
         b = Builder(fn.append_basic_block("entry"))
         ptrs, rows = [], []
         n_epi = len(self.epi_coeffs)
@@ -939,13 +1019,14 @@ class _MatmulEmitter:
         with b.if_else(full) as (then, otherwise):
             with then:
                 b.call(self.microkernel(direct, epilogue=True),
-                       [k, ap, bp, c, ldc, accumulate] + more + ptrs + rows)
+                       [k, ap, bp, c, ldc, accumulate] + more + pf + ptrs + rows)
             with otherwise:
                 head = [k, ap, bp, ctile, const64(self.tile_ldc), ir.Constant(I1, 0)]
 
                 def scratch_tile() -> None:
                     self._by_width(b, direct, wn, lambda cols: b.call(cols, [k, ap, bp, ctile]),
-                                   lambda v: b.call(self.microkernel(direct, v), head + more))
+                                   lambda v: b.call(self.microkernel(direct, v),
+                                                    head + more + self._no_prefetch(v)))
                     self._copy_edge(b, ctile, c, ldc, hm, wn, accumulate, (ptrs, rows))
                 self._by_height(b, hm, wn, lambda h: b.call(
                     self.microkernel(direct, None, h, epilogue=True),
@@ -963,14 +1044,15 @@ class _MatmulEmitter:
         into C when the tile is exactly that wide and MR tall, else into the scratch tile
         and copied out."""
         def run(vectors: int) -> None:
-            micro = self.microkernel(direct, vectors)
+            micro, none = self.microkernel(direct, vectors), self._no_prefetch(vectors)
             exact = b.and_(b.icmp_signed("==", hm, const64(self.mr)),
                            b.icmp_signed("==", wn, const64(vectors * self.lanes)))
             with b.if_else(exact) as (then, otherwise):
                 with then:
-                    b.call(micro, head + [cptr, ldc, accumulate] + more)
+                    b.call(micro, head + [cptr, ldc, accumulate] + more + none)
                 with otherwise:
-                    b.call(micro, head + [ctile, const64(self.tile_ldc), ir.Constant(I1, 0)] + more)
+                    b.call(micro, head + [ctile, const64(self.tile_ldc), ir.Constant(I1, 0)] + more
+                           + none)
                     b.call(self.copy_edge_fn(), [ctile, cptr, ldc, hm, wn, accumulate])
 
         def strip(cols: ir.Function) -> None:
@@ -979,6 +1061,10 @@ class _MatmulEmitter:
         self._by_height(b, hm, wn, lambda h: b.call(self.microkernel(direct, None, h),
                                                      head + [cptr, ldc, accumulate] + more),
                         lambda: self._by_width(b, direct, wn, strip, run))
+
+    def _no_prefetch(self, vectors: int) -> list[ir.Value]:
+        """The prefetch arguments of an edge tile run by the full-width microkernel: none."""
+        return [ir.Constant(PTR, None), const64(0)] if self.rows_outer and vectors == self.nv else []
 
     def _by_width(self, b: ir.IRBuilder, direct: bool, wn: ir.Value,
                   strip: Callable[[ir.Function], object],
@@ -1136,6 +1222,8 @@ class _MatmulEmitter:
                             ctile] + ([lda] if direct else [])
                     if self.jit_a:
                         args += [const64(self.a_is), const64(self.a_ps), apk]
+                    if self.pf_b:
+                        args += self._next_b_block(b, bsrc, u, end, p0, j0, ncur)
                     if self.epi:
                         last = b.icmp_signed("==", b.add(p0, kcur), const64(K))
                         with b.if_else(last) as (then, otherwise):
