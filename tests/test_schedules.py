@@ -167,6 +167,7 @@ def test_rows_outer_tile_order_matches_numpy(threads):
        nc_tiles=st.integers(1, 3), extra=st.integers(0, 20), relu=st.booleans(),
        threads=st.sampled_from([1, 2, 3]))
 @example(m=49, k=2300, nr=64, nc_tiles=2, extra=7, relu=True, threads=1)
+@example(m=37, k=2594, nr=16, nc_tiles=1, extra=0, relu=False, threads=1)
 def test_prepacked_b_blocks_prefetched_by_the_tiles_before_match_the_interpreter(
         m, k, nr, nc_tiles, extra, relu, threads):
     """Constant weights whose rows all fit one row block: each B block's full tiles prefetch
@@ -177,7 +178,7 @@ def test_prepacked_b_blocks_prefetched_by_the_tiles_before_match_the_interpreter
     rng = np.random.default_rng(5)
     n = nr * nc_tiles + extra
     a = rng.standard_normal((m, k)).astype(np.float32)
-    w = rng.standard_normal((k, n)).astype(np.float32)
+    w = (rng.standard_normal((k, n)) / np.sqrt(k)).astype(np.float32)   # outputs ~1
     v = rng.standard_normal(n).astype(np.float32)
     fn = (lambda a: jax.nn.relu(a @ w + v)) if relu else (lambda a: a @ w)
     f = solir.jit(fn, options=solir.Options(matmul_tiles=(4, nr, 1100, 64, nr * nc_tiles, 1),
@@ -186,7 +187,7 @@ def test_prepacked_b_blocks_prefetched_by_the_tiles_before_match_the_interpreter
     lowered = f.lower(a)
     assert "next block prefetched" in lowered.as_text("loops")
     (want,) = run_module(lowered.compilation.module, [a])
-    np.testing.assert_allclose(f(a), want, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(f(a), want, rtol=1e-5, atol=5e-5)   # K ~ 2600 sums, reordered
 
 
 def test_thread_count_never_changes_a_bit():
