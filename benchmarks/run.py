@@ -181,8 +181,8 @@ def _solir_onnx(w: Any, args: tuple, row: dict[str, Any]) -> tuple:
         row["compile_s"] = time.perf_counter() - t
         # a fresh process loading from the cache has no compile's garbage to collect: in
         # this one, a full collection of it (the cold compile's IR) fell inside the cached
-        # load's figure when the threshold happened to be crossed (MobileNet-v1: 0.38 s,
-        # against 0.06 without)
+        # load's figure when the threshold happened to be crossed (MobileNet-v1's at 1 thread
+        # in session 25's runs A and B: 0.38 s; 0.046 s in run C, collected first)
         gc.collect()
         t = time.perf_counter()
         rep = solir.onnx.prepare(model)

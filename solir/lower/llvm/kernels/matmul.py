@@ -168,7 +168,7 @@ class _MatmulEmitter:
         # prefetch the next block into L2 instead, PREFETCH_B lines per 4 k steps each, in the
         # order they run, until the block is asked for (".pb"). Every rows-outer full-tile
         # microkernel takes the pointer and a count of lines (0: none), so that the products
-        # with and without share one (two sets cost MobileNet-v1 0.3 s more compile). Not
+        # with and without share one (two sets cost MobileNet-v1 more compile). Not
         # where the tiles would not cover the next block (M < 4 MR: a pure stream).
         self.pf_b = False
         if self.b_packed and self.rows_outer and M <= self.mc and (K > self.kc or N > self.nc):
