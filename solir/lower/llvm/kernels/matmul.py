@@ -269,8 +269,8 @@ class _MatmulEmitter:
         each operand's row stride."""
         # rows outer, the full tile prefetches its share of B's next block: `pf_lines` lines
         # from `pf` (self.pf_b)
-        pf_b = self.rows_outer and vectors in (None, self.nv) and height in (None, self.mr)
-        extra = ([I64, I64] if direct else []) + ([PTR, I64] if pf_b else [])
+        takes_pf = self._takes_prefetch(vectors, height)
+        extra = ([I64, I64] if direct else []) + ([PTR, I64] if takes_pf else [])
         epi = [PTR] * len(self.epi_coeffs) + [I64] * len(self.epi_coeffs) if epilogue else []
         fty = ir.FunctionType(ir.VoidType(), [I64, PTR, PTR, PTR, I64, I1] + extra + epi)
         tag = "f64" if self.size == 8 else "f32"
@@ -288,9 +288,9 @@ class _MatmulEmitter:
         fn.attributes.add("noinline")
         k, ap, bp, c, ldc, accumulate = fn.args[:6]
         for arg, nm in zip(fn.args, ("k", "ap", "bp", "c", "ldc", "accumulate")
-                           + (("lda", "rows") if direct else ()) + (("pf", "pf_lines") if pf_b else ())):
+                           + (("lda", "rows") if direct else ()) + (("pf", "pf_lines") if takes_pf else ())):
             arg.name = nm
-        pf, pf_lines = fn.args[8 if direct else 6:][:2] if pf_b else (None, None)
+        pf, pf_lines = fn.args[8 if direct else 6:][:2] if takes_pf else (None, None)
         b = Builder(fn.append_basic_block("entry"))
         if direct:
             lda, rows = fn.args[6:8]
@@ -885,10 +885,8 @@ class _MatmulEmitter:
             block in the order they run fetches lines t S .. (t + 1) S - 1, S = PREFETCH_B KC
             / 4; past the block's end, none (pf_lines = 0); none either where B is not
             prefetched (the rows-outer microkernel takes the arguments anyway)."""
-            if not self.rows_outer:
-                return []
             if not self.pf_b:
-                return [ir.Constant(PTR, None), const64(0)]
+                return self._no_prefetch(self.nv)
             pf, pf_lines = a[len(a) - 2:] if ctx is None else a[len(a) - 3:len(a) - 1]
             per_row = b.sdiv(b.add(ncur, const64(nr - 1)), const64(nr))
             t = b.add(b.mul(b.sdiv(ir_, const64(mr)), per_row), b.sdiv(jr, const64(nr)))
@@ -963,20 +961,20 @@ class _MatmulEmitter:
                 off = b.add(b.mul(b.add(i_next, t), s_i), b.mul(line, const64(per_line)))
                 e.prefetch(b.gep(src, [off], source_etype=self.ety), locality=2)
 
-    def _next_b_block(self, b: ir.IRBuilder, bsrc: ir.Value, u: ir.Value, end: ir.Value,
-                      p0: ir.Value, j0: ir.Value, ncur: ir.Value) -> list[ir.Value]:
-        """Where the block after (p0, j0) of unit u starts in the prepacked B, and its length
-        in cache lines (self.pf_b): the unit's next K block, else the next unit's first one
-        if this thread runs it, else nothing (0 lines). All rows are in one block (M <= MC):
-        a unit is a batch and a column block."""
+    def _next_b_block(self, b: ir.IRBuilder, bsrc: ir.Value, b_base: ir.Value, u: ir.Value,
+                      end: ir.Value, p0: ir.Value, j0: ir.Value, ncur: ir.Value,
+                      npad: int) -> list[ir.Value]:
+        """Where the block after (p0, j0) of unit u (its batch's B at b_base, rows npad
+        wide) starts in the prepacked B, and its length in cache lines (self.pf_b): the
+        unit's next K block, else the next unit's first one if this thread runs it, else
+        nothing (0 lines). All rows are in one block (M <= MC): a unit is a batch and a
+        column block."""
         K, N, kc, nc = self.K, self.N, self.kc, self.nc
-        npad = -(-N // self.nr) * self.nr
         nb = -(-N // nc)
         lines = lambda k, n: b.sdiv(b.mul(b.mul(k, n), const64(self.size)), const64(64))  # noqa: E731
         nxt = b.add(p0, const64(kc))
         kn = self.smin(b, b.sub(const64(K), nxt), const64(kc))
-        bi = b.sdiv(u, const64(nb))
-        same = b.add(b.mul(bi, const64(self.b_bs)), b.add(b.mul(nxt, const64(npad)), b.mul(j0, kn)))
+        same = b.add(b_base, b.add(b.mul(nxt, const64(npad)), b.mul(j0, kn)))
         u1 = b.add(u, const64(1))
         j1 = b.mul(b.srem(u1, const64(nb)), const64(nc))
         k0 = const64(min(K, kc))
@@ -1062,9 +1060,16 @@ class _MatmulEmitter:
                                                      head + [cptr, ldc, accumulate] + more),
                         lambda: self._by_width(b, direct, wn, strip, run))
 
+    def _takes_prefetch(self, vectors: int | None, height: int | None = None) -> bool:
+        """Whether the microkernel `vectors` wide and `height` tall (None: the tile's) takes
+        the prefetch arguments (pf, pf_lines): every rows-outer full-tile one, whether its
+        product prefetches B's next block (self.pf_b) or passes none."""
+        return self.rows_outer and vectors in (None, self.nv) and height in (None, self.mr)
+
     def _no_prefetch(self, vectors: int) -> list[ir.Value]:
-        """The prefetch arguments of an edge tile run by the full-width microkernel: none."""
-        return [ir.Constant(PTR, None), const64(0)] if self.rows_outer and vectors == self.nv else []
+        """The prefetch arguments that fetch nothing, for a call of that microkernel (an
+        edge tile run by the full-width one, a product whose B is not prefetched)."""
+        return [ir.Constant(PTR, None), const64(0)] if self._takes_prefetch(vectors) else []
 
     def _by_width(self, b: ir.IRBuilder, direct: bool, wn: ir.Value,
                   strip: Callable[[ir.Function], object],
@@ -1223,7 +1228,7 @@ class _MatmulEmitter:
                     if self.jit_a:
                         args += [const64(self.a_is), const64(self.a_ps), apk]
                     if self.pf_b:
-                        args += self._next_b_block(b, bsrc, u, end, p0, j0, ncur)
+                        args += self._next_b_block(b, bsrc, b_base, u, end, p0, j0, ncur, npad)
                     if self.epi:
                         last = b.icmp_signed("==", b.add(p0, kcur), const64(K))
                         with b.if_else(last) as (then, otherwise):
